@@ -1,0 +1,56 @@
+# Two commands matter: `make demo` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest redis-server bench loadtest soak clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+## demo: the shop service on the embedded store (fakeredis), driven by a retrying client.
+demo: $(STAMP)
+	$(PY) -m loadtests.demo
+
+## test: lint, type-check and the whole test suite against real redis-server processes.
+test: $(STAMP) redis-server lint typecheck pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+pytest: $(STAMP) redis-server
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+## redis-server: tests start their own servers; make sure the binary exists.
+redis-server:
+	@if command -v redis-server >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "redis-server missing: installing Debian's redis-server"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	else \
+		echo "redis-server is required for the tests: install it (e.g. 'sudo apt-get install redis-server')" >&2; \
+		exit 1; \
+	fi
+
+## bench: all benchmarks; writes docs/BENCHMARKS.md.
+bench: $(STAMP) redis-server
+	$(PY) -m bench
+
+## loadtest: a 20 s Locust run with verification; add FAULT=restart-redis etc.
+loadtest: $(STAMP) redis-server
+	$(PY) -m loadtests run --duration 20s $(if $(FAULT),--fault $(FAULT),)
+
+## soak: the long versions of the fault and load tests.
+soak: $(STAMP) redis-server
+	$(VENV)/bin/pytest -q -p no:cacheprovider --soak -m soak
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,80 @@
+"""Exceptions raised by idemkit.
+
+Every public error derives from :class:`IdemkitError`::
+
+    IdemkitError
+    ├── ConfigurationError (ValueError)      bad options given to a constructor
+    ├── InvalidKeyError (ValueError)         an Idempotency-Key that breaks the syntax rules
+    ├── CodecError (ValueError)              stored bytes that are corrupt or of another version
+    ├── StoreUnavailableError                Redis could not be reached or answered with an error
+    ├── IdempotencyError                     outcomes of the decorator for plain functions
+    │   ├── RequestInFlightError             the same key is still being executed elsewhere
+    │   └── KeyReuseError                    the same key was used for different arguments
+    └── LeaseError                           fenced-lease problems
+        └── LeaseLostError                   the lease expired or was taken over by a newer token
+
+The HTTP layer never lets these escape as a 500: it maps them to problem+json responses.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CodecError",
+    "ConfigurationError",
+    "IdempotencyError",
+    "IdemkitError",
+    "InvalidKeyError",
+    "KeyReuseError",
+    "LeaseError",
+    "LeaseLostError",
+    "RequestInFlightError",
+    "StoreUnavailableError",
+]
+
+
+class IdemkitError(Exception):
+    """Root of every exception idemkit raises on purpose."""
+
+
+class ConfigurationError(IdemkitError, ValueError):
+    """An option passed to an idemkit constructor is invalid; the message names it."""
+
+
+class InvalidKeyError(IdemkitError, ValueError):
+    """An idempotency key is empty, too long or contains characters that are not allowed."""
+
+
+class CodecError(IdemkitError, ValueError):
+    """Bytes read back from the store are corrupt, foreign, or written by an unknown version."""
+
+
+class StoreUnavailableError(IdemkitError):
+    """The store (Redis) could not be reached or failed; retrying later is safe."""
+
+
+class IdempotencyError(IdemkitError):
+    """Base class for outcomes of ``@idempotent`` that are not a result."""
+
+
+class RequestInFlightError(IdempotencyError):
+    """Another call with the same key is still running; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class KeyReuseError(IdempotencyError):
+    """The key was already used for a call with different arguments; use a fresh key."""
+
+
+class LeaseError(IdemkitError):
+    """Base class for fenced-lease errors."""
+
+
+class LeaseLostError(LeaseError):
+    """The lease expired or a newer fencing token was granted; the holder must stop writing."""
+
+    def __init__(self, message: str, *, token: int | None = None) -> None:
+        super().__init__(message)
+        self.token = token

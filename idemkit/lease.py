@@ -1,0 +1,165 @@
+"""The fenced lease store: the one mechanism under idempotency records and locks.
+
+A *record* is one Redis hash. Claiming it grants a lease together with a fencing token that
+is larger than every token granted for that record before; renewing, completing and
+releasing act only while the caller's token is still the newest. Each operation is one Lua
+script and one round trip (EVALSHA, loaded on first use). Record keys carry a hash tag, so
+every script touches one Cluster slot.
+
+The same scripts back :class:`LeaseStore` (``redis.asyncio``) and :class:`SyncLeaseStore`
+(the blocking client), so sync callers never run an event loop in a thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Final, Generic, TypeVar
+
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from idemkit.errors import ConfigurationError, StoreUnavailableError
+
+__all__ = [
+    "BUSY",
+    "CLAIMED",
+    "COMPLETED",
+    "MISMATCH",
+    "Claim",
+    "LeaseStore",
+    "SyncLeaseStore",
+    "load_script",
+]
+
+CLAIMED: Final = 0
+COMPLETED: Final = 1
+BUSY: Final = 2
+MISMATCH: Final = 3
+
+DEFAULT_PREFIX: Final = "idemkit:"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What a claim found.
+
+    ``outcome`` is one of :data:`CLAIMED` (the caller now holds the lease with ``token``),
+    :data:`COMPLETED` (``result`` holds the stored bytes), :data:`BUSY` (another holder's lease
+    has ``retry_after_ms`` left) or :data:`MISMATCH` (the record belongs to a different
+    fingerprint).
+    """
+
+    outcome: int
+    token: int = 0
+    result: bytes | None = None
+    retry_after_ms: int = 0
+
+
+def load_script(name: str) -> str:
+    """Source of a Lua script shipped next to this module (``idemkit/lua/<name>.lua``)."""
+    return resources.files("idemkit").joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+def _parse_claim(reply: list[Any]) -> Claim:
+    outcome = int(reply[0])
+    if outcome == CLAIMED:
+        return Claim(CLAIMED, int(reply[1]))
+    if outcome == COMPLETED:
+        return Claim(COMPLETED, int(reply[1]), result=bytes(reply[2]))
+    if outcome == BUSY:
+        return Claim(BUSY, int(reply[1]), retry_after_ms=int(reply[2]))
+    return Claim(MISMATCH)
+
+
+def _check_times(lease_ms: int, ttl_ms: int | None = None) -> None:
+    if not isinstance(lease_ms, int) or lease_ms <= 0:
+        raise ConfigurationError(f"lease must be a positive number of milliseconds, got {lease_ms!r}")
+    if ttl_ms is not None and ttl_ms < lease_ms:
+        raise ConfigurationError(
+            f"retention ({ttl_ms} ms) must be at least the lease ({lease_ms} ms)"
+        )
+
+
+ClientT = TypeVar("ClientT")
+
+
+class _Base(Generic[ClientT]):
+    def __init__(self, client: ClientT, *, prefix: str = DEFAULT_PREFIX, time_floor: bool = True):
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ConfigurationError(f"prefix must be non-empty and without braces, got {prefix!r}")
+        self.client = client
+        self.prefix = prefix
+        self._floor = b"1" if time_floor else b"0"
+        register = client.register_script  # type: ignore[attr-defined]
+        self._claim = register(load_script("lease_claim"))
+        self._renew = register(load_script("lease_renew"))
+        self._complete = register(load_script("lease_complete"))
+        self._release = register(load_script("lease_release"))
+
+    def record_key(self, name: str) -> str:
+        """Redis key of the record called ``name``; the braces make it one Cluster slot."""
+        return f"{self.prefix}{{{name}}}"
+
+
+class LeaseStore(_Base["aioredis.Redis | aioredis.RedisCluster"]):
+    """Fenced leases on ``redis.asyncio`` (a ``Redis`` or ``RedisCluster`` client)."""
+
+    async def claim(self, key: str, fingerprint: bytes | str, lease_ms: int, ttl_ms: int) -> Claim:
+        _check_times(lease_ms, ttl_ms)
+        try:
+            reply = await self._claim(keys=[key], args=[fingerprint, lease_ms, ttl_ms, self._floor])
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"Redis claim failed: {exc}") from exc
+        return _parse_claim(reply)
+
+    async def renew(self, key: str, token: int, lease_ms: int) -> bool:
+        _check_times(lease_ms)
+        try:
+            return bool(await self._renew(keys=[key], args=[token, lease_ms]))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"Redis renew failed: {exc}") from exc
+
+    async def complete(self, key: str, token: int, result: bytes, ttl_ms: int) -> bool:
+        try:
+            return bool(await self._complete(keys=[key], args=[token, result, ttl_ms]))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"Redis complete failed: {exc}") from exc
+
+    async def release(self, key: str, token: int) -> bool:
+        try:
+            return bool(await self._release(keys=[key], args=[token]))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"Redis release failed: {exc}") from exc
+
+
+class SyncLeaseStore(_Base["redis.Redis | redis.RedisCluster"]):
+    """Fenced leases on the blocking ``redis`` client, for sync callers."""
+
+    def claim(self, key: str, fingerprint: bytes | str, lease_ms: int, ttl_ms: int) -> Claim:
+        _check_times(lease_ms, ttl_ms)
+        try:
+            reply = self._claim(keys=[key], args=[fingerprint, lease_ms, ttl_ms, self._floor])
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"Redis claim failed: {exc}") from exc
+        return _parse_claim(reply)
+
+    def renew(self, key: str, token: int, lease_ms: int) -> bool:
+        _check_times(lease_ms)
+        try:
+            return bool(self._renew(keys=[key], args=[token, lease_ms]))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"Redis renew failed: {exc}") from exc
+
+    def complete(self, key: str, token: int, result: bytes, ttl_ms: int) -> bool:
+        try:
+            return bool(self._complete(keys=[key], args=[token, result, ttl_ms]))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"Redis complete failed: {exc}") from exc
+
+    def release(self, key: str, token: int) -> bool:
+        try:
+            return bool(self._release(keys=[key], args=[token]))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"Redis release failed: {exc}") from exc

@@ -1,0 +1,210 @@
+"""Throwaway ``redis-server`` processes on free loopback ports.
+
+Used by the test suite, the load-test driver and the benchmarks; usable from an
+application's own tests. Fault injection is explicit: :meth:`RedisServer.kill` (SIGKILL),
+:meth:`RedisServer.stop` (SIGTERM), :meth:`RedisServer.pause` / :meth:`RedisServer.resume`
+(SIGSTOP / SIGCONT) and :meth:`RedisServer.restart` on the same port and data directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+
+__all__ = ["RedisCluster", "RedisServer", "free_port"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _redis_binary() -> str:
+    path = shutil.which("redis-server")
+    if path is None:
+        raise RuntimeError(
+            "redis-server is not installed; run 'make test' (installs it with apt-get as root) "
+            "or install it with your package manager"
+        )
+    return path
+
+
+class RedisServer:
+    """One ``redis-server`` child process bound to 127.0.0.1.
+
+    ``appendonly=True`` turns on AOF with ``appendfsync always`` so a restart keeps every
+    acknowledged write, which tests of token monotonicity across restarts rely on.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        appendonly: bool = False,
+        extra_args: Sequence[str] = (),
+        directory: str | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.extra_args = list(extra_args)
+        self._own_dir = directory is None
+        self.directory = directory or tempfile.mkdtemp(prefix="idemkit-redis-")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        if self.process is not None and self.process.poll() is None:
+            return self
+        args = [
+            _redis_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--dir", self.directory,
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "always",
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+            "--loglevel", "warning",
+            "--logfile", os.path.join(self.directory, "redis.log"),
+            *self.extra_args,
+        ]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                raise RuntimeError(f"redis-server exited at start (port {self.port}): {err}")
+            with contextlib.suppress(OSError):
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            time.sleep(0.02)
+        raise RuntimeError(f"redis-server on port {self.port} did not answer within {timeout}s")
+
+    def _signal(self, sig: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Graceful shutdown (SIGTERM), waiting for the process to exit."""
+        if self.process is None:
+            return
+        self._signal(signal.SIGCONT)
+        self._signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._close_pipes()
+
+    def kill(self) -> None:
+        """Crash the server (SIGKILL): no shutdown, no final AOF rewrite."""
+        if self.process is None:
+            return
+        self._signal(signal.SIGKILL)
+        self.process.wait()
+        self._close_pipes()
+
+    def pause(self) -> None:
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def restart(self, *, kill: bool = False, down_for: float = 0.0) -> None:
+        """Stop (or kill) and start again on the same port and data directory."""
+        self.kill() if kill else self.stop()
+        if down_for:
+            time.sleep(down_for)
+        self.process = None
+        self.start()
+
+    def _close_pipes(self) -> None:
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
+
+    def close(self) -> None:
+        self.stop()
+        self.process = None
+        if self._own_dir:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class RedisCluster:
+    """A throwaway Redis Cluster of ``masters`` nodes (no replicas) on loopback."""
+
+    def __init__(self, masters: int = 3) -> None:
+        if masters < 3:
+            raise ValueError("Redis Cluster needs at least 3 masters")
+        self.nodes = [
+            RedisServer(extra_args=["--cluster-enabled", "yes", "--cluster-config-file",
+                                    "nodes.conf", "--cluster-node-timeout", "2000"])
+            for _ in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self, timeout: float = 20.0) -> RedisCluster:
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli is required to form a cluster (package redis-tools)")
+        addrs = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run([cli, "--cluster", "create", *addrs, "--cluster-yes"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = subprocess.run([cli, "-p", str(self.nodes[0].port), "cluster", "info"],
+                                  capture_output=True, text=True, timeout=5).stdout
+            if "cluster_state:ok" in info:
+                return self
+            time.sleep(0.1)
+        raise RuntimeError("Redis Cluster did not reach cluster_state:ok")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+    def __iter__(self) -> Iterator[RedisServer]:
+        return iter(self.nodes)
+
+    def __enter__(self) -> RedisCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

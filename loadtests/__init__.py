@@ -1,0 +1,1 @@
+"""Locust load tests: target service, scenarios and the run-and-verify driver."""
