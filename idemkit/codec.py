@@ -14,8 +14,14 @@ import msgpack
 
 from idemkit.errors import CodecError
 
-__all__ = ["FORMAT_VERSION", "StoredResponse", "decode_response", "decode_value", "encode_response",
-           "encode_value"]
+__all__ = [
+    "FORMAT_VERSION",
+    "StoredResponse",
+    "decode_response",
+    "decode_value",
+    "encode_response",
+    "encode_value",
+]
 
 FORMAT_VERSION = 1
 _KIND_RESPONSE = 1
@@ -38,11 +44,18 @@ class StoredResponse:
 
 def encode_response(response: StoredResponse) -> bytes:
     headers = [[name, value] for name, value in response.headers]
-    return msgpack.packb(
-        [FORMAT_VERSION, _KIND_RESPONSE, response.status, headers, response.body,
-         response.body_omitted],
+    packed: bytes = msgpack.packb(
+        [
+            FORMAT_VERSION,
+            _KIND_RESPONSE,
+            response.status,
+            headers,
+            response.body,
+            response.body_omitted,
+        ],
         use_bin_type=True,
     )
+    return packed
 
 
 def decode_response(data: bytes) -> StoredResponse:
@@ -62,7 +75,8 @@ def decode_response(data: bytes) -> StoredResponse:
 def encode_value(value: Any) -> bytes:
     """Encode a function result; raises CodecError for values msgpack cannot represent."""
     try:
-        return msgpack.packb([FORMAT_VERSION, _KIND_VALUE, value], use_bin_type=True)
+        packed: bytes = msgpack.packb([FORMAT_VERSION, _KIND_VALUE, value], use_bin_type=True)
+        return packed
     except (TypeError, ValueError, OverflowError) as exc:
         raise CodecError(
             f"result of type {type(value).__name__} cannot be stored with msgpack ({exc}); "

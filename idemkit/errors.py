@@ -21,8 +21,8 @@ from __future__ import annotations
 __all__ = [
     "CodecError",
     "ConfigurationError",
-    "IdempotencyError",
     "IdemkitError",
+    "IdempotencyError",
     "InvalidKeyError",
     "KeyReuseError",
     "LeaseError",

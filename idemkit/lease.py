@@ -75,7 +75,9 @@ def _parse_claim(reply: list[Any]) -> Claim:
 
 def _check_times(lease_ms: int, ttl_ms: int | None = None) -> None:
     if not isinstance(lease_ms, int) or lease_ms <= 0:
-        raise ConfigurationError(f"lease must be a positive number of milliseconds, got {lease_ms!r}")
+        raise ConfigurationError(
+            f"lease must be a positive number of milliseconds, got {lease_ms!r}"
+        )
     if ttl_ms is not None and ttl_ms < lease_ms:
         raise ConfigurationError(
             f"retention ({ttl_ms} ms) must be at least the lease ({lease_ms} ms)"
@@ -103,7 +105,7 @@ class _Base(Generic[ClientT]):
         return f"{self.prefix}{{{name}}}"
 
 
-class LeaseStore(_Base["aioredis.Redis | aioredis.RedisCluster"]):
+class LeaseStore(_Base[aioredis.Redis | aioredis.RedisCluster]):
     """Fenced leases on ``redis.asyncio`` (a ``Redis`` or ``RedisCluster`` client)."""
 
     async def claim(self, key: str, fingerprint: bytes | str, lease_ms: int, ttl_ms: int) -> Claim:
@@ -134,7 +136,7 @@ class LeaseStore(_Base["aioredis.Redis | aioredis.RedisCluster"]):
             raise StoreUnavailableError(f"Redis release failed: {exc}") from exc
 
 
-class SyncLeaseStore(_Base["redis.Redis | redis.RedisCluster"]):
+class SyncLeaseStore(_Base[redis.Redis | redis.RedisCluster]):
     """Fenced leases on the blocking ``redis`` client, for sync callers."""
 
     def claim(self, key: str, fingerprint: bytes | str, lease_ms: int, ttl_ms: int) -> Claim:

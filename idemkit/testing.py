@@ -70,16 +70,26 @@ class RedisServer:
             return self
         args = [
             _redis_binary(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--dir", self.directory,
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always",
-            "--daemonize", "no",
-            "--protected-mode", "yes",
-            "--loglevel", "warning",
-            "--logfile", os.path.join(self.directory, "redis.log"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            self.directory,
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "always",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--loglevel",
+            "warning",
+            "--logfile",
+            os.path.join(self.directory, "redis.log"),
             *self.extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -93,11 +103,13 @@ class RedisServer:
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode() if self.process.stderr else ""
                 raise RuntimeError(f"redis-server exited at start (port {self.port}): {err}")
-            with contextlib.suppress(OSError):
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith(b"+PONG"):
-                        return
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock,
+            ):
+                sock.sendall(b"PING\r\n")
+                if sock.recv(64).startswith(b"+PONG"):
+                    return
             time.sleep(0.02)
         raise RuntimeError(f"redis-server on port {self.port} did not answer within {timeout}s")
 
@@ -169,8 +181,16 @@ class RedisCluster:
         if masters < 3:
             raise ValueError("Redis Cluster needs at least 3 masters")
         self.nodes = [
-            RedisServer(extra_args=["--cluster-enabled", "yes", "--cluster-config-file",
-                                    "nodes.conf", "--cluster-node-timeout", "2000"])
+            RedisServer(
+                extra_args=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ]
+            )
             for _ in range(masters)
         ]
 
@@ -185,12 +205,21 @@ class RedisCluster:
         if cli is None:
             raise RuntimeError("redis-cli is required to form a cluster (package redis-tools)")
         addrs = [f"127.0.0.1:{node.port}" for node in self.nodes]
-        subprocess.run([cli, "--cluster", "create", *addrs, "--cluster-yes"], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
+        subprocess.run(
+            [cli, "--cluster", "create", *addrs, "--cluster-yes"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=timeout,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            info = subprocess.run([cli, "-p", str(self.nodes[0].port), "cluster", "info"],
-                                  capture_output=True, text=True, timeout=5).stdout
+            info = subprocess.run(
+                [cli, "-p", str(self.nodes[0].port), "cluster", "info"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout
             if "cluster_state:ok" in info:
                 return self
             time.sleep(0.1)

@@ -1,0 +1,1 @@
+"""Benchmarks: idemkit against bare apps and peer libraries. Results go to docs/BENCHMARKS.md."""
