@@ -4,8 +4,9 @@
 -- ARGV[1]  request fingerprint ('' matches anything: used by locks)
 -- ARGV[2]  lease length in ms (> 0)
 -- ARGV[3]  record retention in ms (>= lease)
--- ARGV[4]  '1' to floor new tokens at the server clock in ms, so tokens keep rising even if
---          the record was lost (eviction, failover); '0' for plain +1 increments
+-- ARGV[4]  '1' to floor new tokens at the server clock in microseconds, so tokens keep rising
+--          even if the record was lost (eviction, failover); '0' for plain +1 increments.
+--          Microseconds since 1970 stay below 2^53 until the year 2255, so Lua doubles are exact.
 --
 -- Returns one of
 --   {0, token}                 claimed: the caller holds the lease with this fencing token
@@ -18,7 +19,8 @@ local lease_ms = tonumber(ARGV[2])
 local ttl_ms = tonumber(ARGV[3])
 
 local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local now_ms = math.floor(now_us / 1000)
 
 local h = redis.call('HMGET', rec, 's', 't', 'f', 'e', 'r')
 local state, token = h[1], tonumber(h[2]) or 0
@@ -36,8 +38,8 @@ if state == 'd' or state == 'p' then
 end
 
 token = token + 1
-if ARGV[4] == '1' and token < now_ms then
-  token = now_ms
+if ARGV[4] == '1' and token < now_us then
+  token = now_us
 end
 -- %d, not tostring: Lua's default number format (%.14g) would round large tokens.
 redis.call('HSET', rec, 's', 'p', 't', string.format('%d', token), 'f', fp,
