@@ -21,6 +21,7 @@ __all__ = [
     "decode_value",
     "encode_response",
     "encode_value",
+    "is_value_record",
 ]
 
 FORMAT_VERSION = 1
@@ -87,6 +88,12 @@ def encode_value(value: Any) -> bytes:
 def decode_value(data: bytes) -> Any:
     (value,) = _unpack(data, _KIND_VALUE)
     return value
+
+
+def is_value_record(data: bytes) -> bool:
+    """True for records written by :func:`encode_value` (checks the header bytes only)."""
+    # fixarray marker, then positive fixint version and kind
+    return len(data) >= 3 and data[1] == FORMAT_VERSION and data[2] == _KIND_VALUE
 
 
 def _unpack(data: bytes, kind: int) -> list[Any]:
