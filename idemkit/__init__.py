@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from idemkit.codec import StoredResponse
+from idemkit.decorator import idempotent
+from idemkit.embedded import embedded_redis, embedded_sync_redis
 from idemkit.errors import (
     CodecError,
     ConfigurationError,
@@ -15,7 +17,11 @@ from idemkit.errors import (
     RequestInFlightError,
     StoreUnavailableError,
 )
+from idemkit.keys import parse_idempotency_key
 from idemkit.lease import Claim, LeaseStore, SyncLeaseStore
+from idemkit.middleware import IdempotencyMiddleware
+from idemkit.policy import IdempotencyPolicy
+from idemkit.scope import credentials_caller, header_caller
 
 __all__ = [
     "Claim",
@@ -23,6 +29,8 @@ __all__ = [
     "ConfigurationError",
     "IdemkitError",
     "IdempotencyError",
+    "IdempotencyMiddleware",
+    "IdempotencyPolicy",
     "InvalidKeyError",
     "KeyReuseError",
     "LeaseError",
@@ -32,4 +40,10 @@ __all__ = [
     "StoreUnavailableError",
     "StoredResponse",
     "SyncLeaseStore",
+    "credentials_caller",
+    "embedded_redis",
+    "embedded_sync_redis",
+    "header_caller",
+    "idempotent",
+    "parse_idempotency_key",
 ]

@@ -1,0 +1,17 @@
+"""The public surface changes only on purpose."""
+
+from __future__ import annotations
+
+import idemkit
+
+
+def test_idemkit_all_is_sorted_and_importable() -> None:
+    assert idemkit.__all__ == sorted(idemkit.__all__)
+    for name in idemkit.__all__:
+        assert getattr(idemkit, name) is not None
+
+
+def test_core_names_are_public() -> None:
+    assert {"IdempotencyMiddleware", "idempotent", "LeaseStore", "IdemkitError"} <= set(
+        idemkit.__all__
+    )
