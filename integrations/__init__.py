@@ -1,4 +1,8 @@
-"""Adapters for frameworks, clients, message consumers and metrics."""
+"""Adapters for clients and metrics. Import the submodule you need; each needs its extra:
+
+* ``integrations.httpx_client``: ``IdempotentTransport`` (extra ``httpx``)
+* ``integrations.prometheus``: ``PrometheusObserver`` (extra ``prometheus``)
+"""
 
 from __future__ import annotations
 
