@@ -22,11 +22,15 @@ from types import TracebackType
 __all__ = ["RedisCluster", "RedisServer", "free_port"]
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(below: int = 65536) -> int:
+    """A TCP port on 127.0.0.1, below ``below``, that was free a moment ago."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port < below:
+            return port
+    raise RuntimeError(f"no free loopback port below {below}")
 
 
 def _redis_binary() -> str:
@@ -92,7 +96,7 @@ class RedisServer:
             os.path.join(self.directory, "redis.log"),
             *self.extra_args,
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_ready(timeout)
         return self
 
@@ -101,8 +105,9 @@ class RedisServer:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"redis-server exited at start (port {self.port}): {err}")
+                raise RuntimeError(
+                    f"redis-server exited at start (port {self.port}): {self._log_tail()}"
+                )
             with (
                 contextlib.suppress(OSError),
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock,
@@ -112,6 +117,13 @@ class RedisServer:
                     return
             time.sleep(0.02)
         raise RuntimeError(f"redis-server on port {self.port} did not answer within {timeout}s")
+
+    def _log_tail(self) -> str:
+        try:
+            with open(os.path.join(self.directory, "redis.log")) as log:
+                return "".join(log.readlines()[-5:])
+        except OSError:
+            return "(no log)"
 
     def _signal(self, sig: int) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -128,7 +140,6 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        self._close_pipes()
 
     def kill(self) -> None:
         """Crash the server (SIGKILL): no shutdown, no final AOF rewrite."""
@@ -136,7 +147,6 @@ class RedisServer:
             return
         self._signal(signal.SIGKILL)
         self.process.wait()
-        self._close_pipes()
 
     def pause(self) -> None:
         self._signal(signal.SIGSTOP)
@@ -151,10 +161,6 @@ class RedisServer:
             time.sleep(down_for)
         self.process = None
         self.start()
-
-    def _close_pipes(self) -> None:
-        if self.process is not None and self.process.stderr is not None:
-            self.process.stderr.close()
 
     def close(self) -> None:
         self.stop()
