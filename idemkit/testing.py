@@ -186,8 +186,10 @@ class RedisCluster:
     def __init__(self, masters: int = 3) -> None:
         if masters < 3:
             raise ValueError("Redis Cluster needs at least 3 masters")
+        # The cluster bus listens on port + 10000, so node ports must stay at or below 55535.
         self.nodes = [
             RedisServer(
+                port=free_port(below=55536),
                 extra_args=[
                     "--cluster-enabled",
                     "yes",
@@ -195,7 +197,7 @@ class RedisCluster:
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "2000",
-                ]
+                ],
             )
             for _ in range(masters)
         ]
