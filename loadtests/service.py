@@ -1,0 +1,375 @@
+"""The shop under load: orders, payments, inventory and counters behind the middleware.
+
+Every side effect is written to a *ledger* in Redis, under keys of its own, so the verifier
+can count afterwards what really happened: how often each payment was charged, which orders
+exist, how many units each product sold, how often each counter increment ran.
+
+``create_app(client)`` builds the app on any ``redis.asyncio``-compatible client (a real
+server or :func:`idemkit.embedded_redis`). ``app_factory()`` is the uvicorn entry point::
+
+    REDIS_URL=redis://127.0.0.1:7001/0 uvicorn loadtests.service:app_factory --factory --workers 2
+
+Without ``REDIS_URL`` it runs on the embedded store (one worker only: the state lives in the
+process). ``SHOP_BROKEN=double-charge`` exempts ``/payments`` from the middleware and
+``SHOP_BROKEN=oversell`` reserves stock without the lock, so the verifier's own tests can
+prove that it catches both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from idemkit.lease import BUSY, CLAIMED, LeaseStore
+from idemkit.middleware import IdempotencyMiddleware
+
+__all__ = [
+    "BROKEN_MODES",
+    "DEFAULT_STOCK",
+    "app_factory",
+    "create_app",
+    "read_ledger",
+]
+
+BROKEN_MODES = ("double-charge", "oversell")
+
+# Two scarce products that every user fights over, and plenty of everything else.
+DEFAULT_STOCK: dict[str, int] = {
+    "hot-1": 60,
+    "hot-2": 60,
+    **{f"sku-{i}": 1_000_000 for i in range(1, 6)},
+}
+
+# Ledger keys, read by the verifier.
+CHARGES = "ledger:charges"  # hash payment_id -> times charged
+ORDERS = "ledger:orders"  # hash order_id -> product
+ORDER_RUNS = "ledger:order-runs"  # hash order_id -> times the handler ran
+INCREMENTS = "ledger:increments"  # hash "<counter>/<id>" -> times applied
+EVENTS = "ledger:events"  # hash middleware event -> count
+PRODUCTS = "shop:products"  # set of product names
+
+
+def _inv(product: str, part: str) -> str:
+    # One hash tag per product: the reservation script touches one Cluster slot.
+    return f"shop:{{inv:{product}}}:{part}"
+
+
+def _counter(name: str) -> str:
+    return f"shop:counter:{name}"
+
+
+# Reserve stock for an order, fenced: a lock holder whose lease expired (paused, slow) and
+# whose token is older than one already seen is refused, so it cannot write stale stock.
+# KEYS[1] stock  KEYS[2] fence  KEYS[3] reservations hash  KEYS[4] units sold (counter)
+# ARGV[1] fencing token  ARGV[2] order id  ARGV[3] quantity
+# Returns 1 reserved (or already reserved by this order), 0 out of stock, -1 fenced off.
+_RESERVE = """
+local fence = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[1]) < fence then return -1 end
+redis.call('SET', KEYS[2], ARGV[1])
+if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return 1 end
+local qty = tonumber(ARGV[3])
+local stock = tonumber(redis.call('GET', KEYS[1]) or '0')
+if stock < qty then return 0 end
+redis.call('DECRBY', KEYS[1], qty)
+redis.call('HSET', KEYS[3], ARGV[2], qty)
+redis.call('INCRBY', KEYS[4], qty)
+return 1
+"""
+
+_LOCK_LEASE_MS = 2000
+_LOCK_WAIT_S = 3.0
+_MAX_LATENCY_MS = 5000
+
+
+class _Events:
+    """Middleware events counted in memory and flushed to the ledger twice a second (one
+    round trip per flush, not per request)."""
+
+    def __init__(self) -> None:
+        self.pending: Counter[str] = Counter()
+
+    def __call__(self, event: str) -> None:
+        self.pending[event] += 1
+
+    async def flush(self, client: Any) -> None:
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, Counter()
+        try:
+            pipe = client.pipeline(transaction=False)
+            for event, n in batch.items():
+                pipe.hincrby(EVENTS, event, n)
+            await pipe.execute()
+        except Exception:  # Redis down: keep the counts for the next flush
+            self.pending.update(batch)
+
+
+class Shop:
+    def __init__(self, client: Any, *, broken: str | None, stock: Mapping[str, int]) -> None:
+        if broken is not None and broken not in BROKEN_MODES:
+            raise ValueError(f"SHOP_BROKEN must be one of {BROKEN_MODES}, got {broken!r}")
+        self.client = client
+        self.broken = broken
+        self.stock = dict(stock)
+        self.locks = LeaseStore(client, prefix="shop-lock:")
+        self.reserve_script = client.register_script(_RESERVE)
+        self.events = _Events()
+
+    async def setup(self) -> None:
+        """Stock every product once; later workers (and restarts) keep what is there."""
+        pipe = self.client.pipeline(transaction=False)
+        for product, units in self.stock.items():
+            pipe.set(_inv(product, "stock"), units, nx=True)
+            pipe.set(_inv(product, "initial"), units, nx=True)
+            pipe.sadd(PRODUCTS, product)
+        await pipe.execute()
+
+    # -- handlers -------------------------------------------------------------------------
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"ok": True, "pid": os.getpid()})
+
+    async def pay(self, request: Request) -> Response:
+        doc = await _json(request)
+        payment_id = str(doc.get("payment_id", ""))
+        amount = doc.get("amount")
+        if not payment_id or not isinstance(amount, int) or amount <= 0:
+            return _error(400, "payment_id (string) and amount (positive integer) are required")
+        await _simulated_latency(request)
+        charged = await self.client.hincrby(CHARGES, payment_id, 1)
+        return JSONResponse(
+            {"payment_id": payment_id, "amount": amount, "charge": charged, "pid": os.getpid()},
+            status_code=201,
+        )
+
+    async def order(self, request: Request) -> Response:
+        doc = await _json(request)
+        order_id = str(doc.get("order_id", ""))
+        product = str(doc.get("product", ""))
+        qty = doc.get("qty", 1)
+        if not order_id or product not in self.stock or not isinstance(qty, int) or qty <= 0:
+            return _error(400, "order_id, a known product and a positive qty are required")
+        await self.client.hincrby(ORDER_RUNS, order_id, 1)
+        await _simulated_latency(request)
+        if self.broken == "oversell":
+            reserved = await self._reserve_unlocked(order_id, product, qty)
+        else:
+            reserved = await self._reserve_locked(order_id, product, qty)
+        if reserved is None:
+            # 503 releases the idempotency key: the client may retry the same request.
+            return _error(503, "inventory busy, retry", retry_after=1)
+        if not reserved:
+            return JSONResponse({"order_id": order_id, "status": "out_of_stock"}, status_code=200)
+        await self.client.hset(ORDERS, order_id, product)
+        return JSONResponse(
+            {"order_id": order_id, "product": product, "qty": qty, "status": "created"},
+            status_code=201,
+        )
+
+    async def increment(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        doc = await _json(request)
+        inc_id = str(doc.get("id", ""))
+        if not inc_id:
+            return _error(400, "id is required")
+        # One transaction: the counter and its ledger entry move together even if the
+        # worker dies right after.
+        pipe = self.client.pipeline(transaction=True)
+        pipe.incr(_counter(name))
+        pipe.hincrby(INCREMENTS, f"{name}/{inc_id}", 1)
+        value, _ = await pipe.execute()
+        return JSONResponse({"counter": name, "value": int(value)}, status_code=200)
+
+    async def ledger(self, request: Request) -> Response:
+        return JSONResponse(await read_ledger(self.client))
+
+    # -- inventory ------------------------------------------------------------------------
+
+    async def _reserve_locked(self, order_id: str, product: str, qty: int) -> bool | None:
+        """Reserve under the fenced lock; None when the lock stayed busy for too long."""
+        lock = self.locks.record_key(f"inv:{product}")
+        deadline = time.monotonic() + _LOCK_WAIT_S
+        while True:
+            claim = await self.locks.claim(lock, b"", _LOCK_LEASE_MS, _LOCK_LEASE_MS * 10)
+            if claim.outcome == CLAIMED:
+                break
+            if claim.outcome != BUSY or time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(min(claim.retry_after_ms, 5) / 1000)
+        try:
+            result = await self.reserve_script(
+                keys=[
+                    _inv(product, "stock"),
+                    _inv(product, "fence"),
+                    _inv(product, "reservations"),
+                    _inv(product, "sold"),
+                ],
+                args=[claim.token, order_id, qty],
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                await self.locks.release(lock, claim.token)
+        if int(result) < 0:
+            return None  # fenced off: our lease had expired and a newer holder wrote
+        return bool(int(result))
+
+    async def _reserve_unlocked(self, order_id: str, product: str, qty: int) -> bool:
+        """The broken variant: read, think, write. Two buyers can both see the last unit."""
+        stock = int(await self.client.get(_inv(product, "stock")) or 0)
+        await asyncio.sleep(0.005)
+        if stock < qty:
+            return False
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(_inv(product, "stock"), stock - qty)
+        pipe.hset(_inv(product, "reservations"), order_id, qty)
+        pipe.incrby(_inv(product, "sold"), qty)
+        await pipe.execute()
+        return True
+
+    # -- app ------------------------------------------------------------------------------
+
+    def app(self, **options: Any) -> Starlette:
+        options.setdefault("lease", 2.0)
+        exempt = ["/payments*"] if self.broken == "double-charge" else []
+        routes = [
+            Route("/health", self.health, methods=["GET"]),
+            Route("/payments", self.pay, methods=["POST"]),
+            Route("/orders", self.order, methods=["POST"]),
+            Route("/counters/{name}/increment", self.increment, methods=["POST"]),
+            Route("/_ledger", self.ledger, methods=["GET"]),
+        ]
+        middleware = [
+            Middleware(
+                IdempotencyMiddleware,
+                store=self.client,
+                require_key=["/payments*", "/orders*", "/counters/*"],
+                exempt_paths=exempt,
+                observer=self.events,
+                **options,
+            )
+        ]
+        return Starlette(routes=routes, middleware=middleware, lifespan=self._lifespan)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.setup()
+        flusher = asyncio.create_task(self._flush_events())
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await self.events.flush(self.client)
+
+    async def _flush_events(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            await self.events.flush(self.client)
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        doc = json.loads(await request.body() or b"{}")
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+async def _simulated_latency(request: Request) -> None:
+    # A header, not a body field: headers are not part of the request fingerprint, so a
+    # client may ask for a slow first attempt and retry the very same request.
+    raw = request.headers.get("x-simulate-latency-ms")
+    if raw and raw.isdigit():
+        await asyncio.sleep(min(int(raw), _MAX_LATENCY_MS) / 1000)
+
+
+def _error(status: int, detail: str, *, retry_after: int | None = None) -> Response:
+    headers = {"retry-after": str(retry_after)} if retry_after is not None else None
+    return JSONResponse({"error": detail}, status_code=status, headers=headers)
+
+
+async def read_ledger(client: Any) -> dict[str, Any]:
+    """Everything the verifier needs, as plain JSON-able data, in one pipeline."""
+    products = sorted(_s(p) for p in await client.smembers(PRODUCTS))
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(CHARGES)
+    pipe.hgetall(ORDERS)
+    pipe.hgetall(ORDER_RUNS)
+    pipe.hgetall(INCREMENTS)
+    pipe.hgetall(EVENTS)
+    for product in products:
+        pipe.get(_inv(product, "initial"))
+        pipe.get(_inv(product, "stock"))
+        pipe.get(_inv(product, "sold"))
+        pipe.hgetall(_inv(product, "reservations"))
+    replies = await pipe.execute()
+    charges, orders, order_runs, increments, events = replies[:5]
+    inventory: dict[str, Any] = {}
+    for i, product in enumerate(products):
+        initial, stock, sold, reservations = replies[5 + 4 * i : 9 + 4 * i]
+        inventory[product] = {
+            "initial": int(initial or 0),
+            "stock": int(stock or 0),
+            "sold": int(sold or 0),
+            "reservations": {_s(k): int(v) for k, v in reservations.items()},
+        }
+    names = sorted({_s(k).split("/", 1)[0] for k in increments})
+    values = await client.mget([_counter(n) for n in names]) if names else []
+    return {
+        "charges": _ints(charges),
+        "orders": {_s(k): _s(v) for k, v in orders.items()},
+        "order_runs": _ints(order_runs),
+        "increments": _ints(increments),
+        "counters": {n: int(v or 0) for n, v in zip(names, values, strict=True)},
+        "inventory": inventory,
+        "events": _ints(events),
+    }
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _ints(mapping: Mapping[Any, Any]) -> dict[str, int]:
+    return {_s(k): int(v) for k, v in mapping.items()}
+
+
+def create_app(
+    client: Any,
+    *,
+    broken: str | None = None,
+    stock: Mapping[str, int] = DEFAULT_STOCK,
+    **options: Any,
+) -> Starlette:
+    """The shop on ``client``; ``options`` go to :class:`IdempotencyMiddleware`."""
+    return Shop(client, broken=broken, stock=stock).app(**options)
+
+
+def app_factory() -> Starlette:
+    """uvicorn ``--factory`` entry point: ``REDIS_URL`` (else embedded) and ``SHOP_BROKEN``."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        import redis.asyncio as aioredis
+
+        client: Any = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    else:
+        from idemkit.embedded import embedded_redis
+
+        client = embedded_redis()
+    broken = os.environ.get("SHOP_BROKEN") or None
+    lease = float(os.environ.get("SHOP_LEASE", "2.0"))
+    return create_app(client, broken=broken, lease=lease)
