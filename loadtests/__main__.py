@@ -1,0 +1,54 @@
+"""``python -m loadtests run --duration 20s [--fault ...]``: see :mod:`loadtests.driver`."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from loadtests.driver import FAULTS, RunOptions, run
+
+
+def _seconds(text: str) -> float:
+    text = text.strip().lower()
+    scale = {"s": 1, "m": 60}.get(text[-1:], 0)
+    try:
+        return float(text[:-1]) * scale if scale else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 20s, 2m)") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m loadtests")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run Locust against the shop, inject a fault, verify")
+    p.add_argument("--duration", type=_seconds, default=20.0, help="e.g. 20s (default), 2m")
+    p.add_argument("--fault", choices=FAULTS, help="injected at 40%% of the run")
+    p.add_argument("--workers", type=int, help="uvicorn workers (default 2; 1 with --embedded)")
+    p.add_argument("--users", type=int, default=20, help="Locust users (default 20)")
+    p.add_argument("--embedded", action="store_true", help="fakeredis in the one worker")
+    p.add_argument("--report", type=Path, help="report path (default loadtests/out/<run>/)")
+    p.add_argument("--lease", type=float, default=2.0, help="middleware lease, seconds")
+    args = parser.parse_args(argv)
+    opts = RunOptions(
+        duration=args.duration,
+        fault=args.fault,
+        workers=args.workers or (1 if args.embedded else 2),
+        users=args.users,
+        embedded=args.embedded,
+        report=args.report,
+        lease=args.lease,
+        command=shlex.join(["python", "-m", "loadtests", *argv]),
+    )
+    try:
+        opts.check()
+    except ValueError as exc:
+        parser.error(str(exc))
+    outcome = run(opts)
+    return 0 if outcome.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
