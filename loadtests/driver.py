@@ -88,7 +88,11 @@ class Outcome:
 
 
 def worker_pids(parent: int) -> list[int]:
-    """Child processes of ``parent``, from /proc (uvicorn's workers under its supervisor)."""
+    """uvicorn's worker processes under its supervisor ``parent``, from /proc.
+
+    Only ``multiprocessing.spawn`` children count: the supervisor also owns a
+    ``resource_tracker`` process, which is no worker.
+    """
     children: list[int] = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -98,8 +102,14 @@ def worker_pids(parent: int) -> list[int]:
                 fields = stat.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == parent and fields[0] not in ("Z", "X"):
-            children.append(int(entry))
+        if int(fields[1]) != parent or fields[0] in ("Z", "X"):
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                if b"spawn_main" in cmdline.read():
+                    children.append(int(entry))
+        except OSError:
+            continue
     return sorted(children)
 
 

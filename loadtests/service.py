@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -261,7 +262,12 @@ class Shop:
                 **options,
             )
         ]
-        return Starlette(routes=routes, middleware=middleware, lifespan=self._lifespan)
+        return Starlette(
+            routes=routes,
+            middleware=middleware,
+            exception_handlers={RedisError: _store_down, OSError: _store_down},
+            lifespan=self._lifespan,
+        )
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -295,6 +301,12 @@ async def _simulated_latency(request: Request) -> None:
     raw = request.headers.get("x-simulate-latency-ms")
     if raw and raw.isdigit():
         await asyncio.sleep(min(int(raw), _MAX_LATENCY_MS) / 1000)
+
+
+async def _store_down(request: Request, exc: Exception) -> Response:
+    # The handler's own Redis call failed, so its effect did not happen: 503 releases the
+    # idempotency key and the client's retry runs the handler again.
+    return _error(503, f"shop store unavailable: {type(exc).__name__}", retry_after=1)
 
 
 def _error(status: int, detail: str, *, retry_after: int | None = None) -> Response:
