@@ -4,6 +4,8 @@ Every public error derives from :class:`IdemkitError`::
 
     IdemkitError
     ├── ConfigurationError (ValueError)      bad options given to a constructor
+    │   └── InvalidLockNameError             a lock/semaphore/fence name that is empty, too long,
+    │                                        or breaks the Cluster hash tag
     ├── InvalidKeyError (ValueError)         an Idempotency-Key that breaks the syntax rules
     ├── CodecError (ValueError)              stored bytes that are corrupt or of another version
     ├── StoreUnavailableError                Redis could not be reached or answered with an error
@@ -11,7 +13,11 @@ Every public error derives from :class:`IdemkitError`::
     │   ├── RequestInFlightError             the same key is still being executed elsewhere
     │   └── KeyReuseError                    the same key was used for different arguments
     └── LeaseError                           fenced-lease problems
-        └── LeaseLostError                   the lease expired or was taken over by a newer token
+        ├── LeaseLostError                   the lease expired or was taken over by a newer token
+        ├── LockNotHeldError                 release/extend through a handle that holds nothing
+        ├── LockTimeoutError (TimeoutError)  acquire gave up: the lock stayed busy
+        ├── LockUsageError (RuntimeError)    a handle used wrongly (acquired twice, other loop)
+        └── StaleTokenError                  a fence refused a write with an older token
 
 The HTTP layer never lets these escape as a 500: it maps them to problem+json responses.
 """
@@ -24,10 +30,15 @@ __all__ = [
     "IdemkitError",
     "IdempotencyError",
     "InvalidKeyError",
+    "InvalidLockNameError",
     "KeyReuseError",
     "LeaseError",
     "LeaseLostError",
+    "LockNotHeldError",
+    "LockTimeoutError",
+    "LockUsageError",
     "RequestInFlightError",
+    "StaleTokenError",
     "StoreUnavailableError",
 ]
 
@@ -78,3 +89,32 @@ class LeaseLostError(LeaseError):
     def __init__(self, message: str, *, token: int | None = None) -> None:
         super().__init__(message)
         self.token = token
+
+
+class InvalidLockNameError(ConfigurationError):
+    """A lock, semaphore or fenced-resource name is empty, too long, or contains braces."""
+
+
+class LockNotHeldError(LeaseError):
+    """``release()`` or ``extend()`` was called on a handle that has not acquired the lock."""
+
+
+class LockTimeoutError(LeaseError, TimeoutError):
+    """``acquire()`` did not get the lock within its timeout (or at once, non-blocking)."""
+
+
+class LockUsageError(LeaseError, RuntimeError):
+    """A lock handle was used wrongly: acquired while held, or used from another event loop."""
+
+
+class StaleTokenError(LeaseError):
+    """A fence refused an operation: a newer fencing token has already been seen.
+
+    ``token`` is the refused token and ``newest`` the newest the resource has seen; the
+    caller's lock was lost and it must stop, not retry with the same token.
+    """
+
+    def __init__(self, message: str, *, token: int, newest: int) -> None:
+        super().__init__(message)
+        self.token = token
+        self.newest = newest

@@ -12,6 +12,7 @@ The same scripts back :class:`LeaseStore` (``redis.asyncio``) and :class:`SyncLe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final, Generic, TypeVar
@@ -48,13 +49,15 @@ class Claim:
     ``outcome`` is one of :data:`CLAIMED` (the caller now holds the lease with ``token``),
     :data:`COMPLETED` (``result`` holds the stored bytes), :data:`BUSY` (another holder's lease
     has ``retry_after_ms`` left) or :data:`MISMATCH` (the record belongs to a different
-    fingerprint).
+    fingerprint). ``slot`` is the index of the claimed record when several were offered to
+    :meth:`LeaseStore.claim_owned` (semaphore slots).
     """
 
     outcome: int
     token: int = 0
     result: bytes | None = None
     retry_after_ms: int = 0
+    slot: int = 0
 
 
 def load_script(name: str) -> str:
@@ -65,7 +68,7 @@ def load_script(name: str) -> str:
 def _parse_claim(reply: list[Any]) -> Claim:
     outcome = int(reply[0])
     if outcome == CLAIMED:
-        return Claim(CLAIMED, int(reply[1]))
+        return Claim(CLAIMED, int(reply[1]), slot=int(reply[2]) if len(reply) > 2 else 0)
     if outcome == COMPLETED:
         return Claim(COMPLETED, int(reply[1]), result=bytes(reply[2]))
     if outcome == BUSY:
@@ -85,6 +88,17 @@ def _check_times(lease_ms: int, ttl_ms: int | None = None) -> None:
 
 
 ClientT = TypeVar("ClientT")
+
+
+def _owned_args(
+    keys: Sequence[str], owner: str, lease_ms: int, ttl_ms: int, floor: bytes
+) -> list[Any]:
+    _check_times(lease_ms, ttl_ms)
+    if not keys:
+        raise ConfigurationError("claim_owned needs at least one record key")
+    if not owner:
+        raise ConfigurationError("claim_owned needs a non-empty owner id")
+    return [owner, lease_ms, ttl_ms, floor, b"o"]
 
 
 class _Base(Generic[ClientT]):
@@ -135,6 +149,34 @@ class LeaseStore(_Base[aioredis.Redis | aioredis.RedisCluster]):
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"Redis release failed: {exc}") from exc
 
+    async def claim_owned(
+        self, keys: Sequence[str], owner: str, lease_ms: int, ttl_ms: int
+    ) -> Claim:
+        """Claim the first free record of ``keys`` for one acquisition ``owner`` (locks).
+
+        Owner mode of ``lua/lease_claim.lua``: a record the same owner already holds returns
+        its token again (an acquire retried after a client timeout is idempotent); a record
+        whose lease lapsed is claimed whoever held it. ``keys`` must share one hash tag.
+        """
+        args = _owned_args(keys, owner, lease_ms, ttl_ms, self._floor)
+        try:
+            reply = await self._claim(keys=list(keys), args=args)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"Redis claim failed: {exc}") from exc
+        return _parse_claim(reply)
+
+    async def release_and_signal(
+        self, key: str, token: int, signal: str, *, signal_ms: int = 2_000, signal_cap: int = 1
+    ) -> bool:
+        """:meth:`release`, and push a wake-up onto the list ``signal`` (same hash tag) for
+        waiters blocked in ``BLPOP``; at most ``signal_cap`` unclaimed wake-ups are kept."""
+        try:
+            return bool(
+                await self._release(keys=[key, signal], args=[token, signal_ms, signal_cap])
+            )
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"Redis release failed: {exc}") from exc
+
 
 class SyncLeaseStore(_Base[redis.Redis | redis.RedisCluster]):
     """Fenced leases on the blocking ``redis`` client, for sync callers."""
@@ -163,5 +205,29 @@ class SyncLeaseStore(_Base[redis.Redis | redis.RedisCluster]):
     def release(self, key: str, token: int) -> bool:
         try:
             return bool(self._release(keys=[key], args=[token]))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"Redis release failed: {exc}") from exc
+
+    def claim_owned(self, keys: Sequence[str], owner: str, lease_ms: int, ttl_ms: int) -> Claim:
+        """Claim the first free record of ``keys`` for one acquisition ``owner`` (locks).
+
+        Owner mode of ``lua/lease_claim.lua``: a record the same owner already holds returns
+        its token again (an acquire retried after a client timeout is idempotent); a record
+        whose lease lapsed is claimed whoever held it. ``keys`` must share one hash tag.
+        """
+        args = _owned_args(keys, owner, lease_ms, ttl_ms, self._floor)
+        try:
+            reply = self._claim(keys=list(keys), args=args)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"Redis claim failed: {exc}") from exc
+        return _parse_claim(reply)
+
+    def release_and_signal(
+        self, key: str, token: int, signal: str, *, signal_ms: int = 2_000, signal_cap: int = 1
+    ) -> bool:
+        """:meth:`release`, and push a wake-up onto the list ``signal`` (same hash tag) for
+        waiters blocked in ``BLPOP``; at most ``signal_cap`` unclaimed wake-ups are kept."""
+        try:
+            return bool(self._release(keys=[key, signal], args=[token, signal_ms, signal_cap]))
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"Redis release failed: {exc}") from exc

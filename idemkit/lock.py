@@ -1,0 +1,590 @@
+"""Fenced locks: a Redis lock whose every grant carries a fencing token.
+
+A lock is a fenced lease record (:mod:`idemkit.lease`) claimed in *owner mode*: the claim
+script grants the lease and returns a token larger than every token granted for that name
+before, in one round trip. Release and extend are one round trip each. The token, not the
+lock, is what keeps a paused holder from corrupting data: pass it to a
+:class:`~idemkit.fence.Fence` (or the SQL helpers there), which refuses writes older than
+the newest token it has seen.
+
+Waiters do not poll on a timer: a release pushes one wake-up onto a list under the same
+hash tag and a waiter blocked in ``BLPOP`` retries at once. The block is bounded by the
+holder's remaining lease (expiry sends no wake-up) and by ``poll_interval``.
+
+:class:`FencedLock` runs on ``redis.asyncio``; :class:`SyncFencedLock` on the blocking client
+(no event loop in a thread). One handle is one would-be holder: share the name, not the
+handle, between tasks, threads or processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, Final, Generic, TypeVar
+
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from idemkit.errors import (
+    ConfigurationError,
+    InvalidLockNameError,
+    LeaseLostError,
+    LockNotHeldError,
+    LockTimeoutError,
+    LockUsageError,
+    StoreUnavailableError,
+)
+from idemkit.lease import CLAIMED, Claim, LeaseStore, SyncLeaseStore
+
+__all__ = ["MAX_NAME_LENGTH", "FencedLock", "LostCallback", "SyncFencedLock", "check_name"]
+
+log = logging.getLogger("idemkit.lock")
+
+MAX_NAME_LENGTH: Final = 512
+DEFAULT_LOCK_PREFIX: Final = "idemkit:lock:"
+# The record (and with it the token counter) outlives the lease by this much. Losing it is
+# survivable (the claim floors tokens at server microseconds) but keeps tokens dense.
+DEFAULT_RETENTION_MS: Final = 7 * 24 * 3600 * 1000
+# Redis reads a BLPOP timeout of 0 as "forever": never block for less than this.
+_MIN_BLOCK_S: Final = 0.002
+# Client-side validity is the lease minus this share, to absorb clock drift between the
+# client's monotonic clock and the server's wall clock (Redlock's 1% + 2 ms).
+_DRIFT_FACTOR: Final = 0.01
+_DRIFT_S: Final = 0.002
+
+LostCallback = Callable[[LeaseLostError], object]
+
+
+def check_name(name: object, what: str = "lock") -> str:
+    """``name`` if it can name a lock, semaphore or fenced resource, else a clear error."""
+    if not isinstance(name, str) or not name:
+        raise InvalidLockNameError(f"{what} name must be a non-empty string, got {name!r}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidLockNameError(
+            f"{what} name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}"
+        )
+    if "{" in name or "}" in name:
+        # The name becomes the Redis Cluster hash tag; a brace would cut it short.
+        raise InvalidLockNameError(f"{what} name must not contain braces, got {name!r}")
+    return name
+
+
+def _check_ms(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigurationError(f"{what} must be a positive int of milliseconds, got {value!r}")
+    return value
+
+
+def _deadline(timeout: float | None, blocking: bool) -> float | None:
+    if not blocking:
+        if timeout is not None:
+            raise ConfigurationError("a non-blocking acquire cannot take a timeout")
+        return time.monotonic()
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+        raise ConfigurationError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+    return time.monotonic() + timeout
+
+
+StoreT = TypeVar("StoreT", LeaseStore, SyncLeaseStore)
+EventT = TypeVar("EventT", asyncio.Event, threading.Event)
+
+
+class _Handle(Generic[StoreT, EventT]):
+    """State and rules shared by the async and the sync handle."""
+
+    _default_prefix = DEFAULT_LOCK_PREFIX
+    _what = "lock"
+
+    def __init__(
+        self,
+        store: StoreT,
+        name: str,
+        *,
+        slots: int,
+        lease_ms: int,
+        retention_ms: int,
+        watchdog: bool,
+        on_lost: LostCallback | None,
+        poll_interval: float,
+    ) -> None:
+        self.name = check_name(name, self._what)
+        self.lease_ms = _check_ms(lease_ms, "lease_ms")
+        self.retention_ms = _check_ms(retention_ms, "retention_ms")
+        if retention_ms < lease_ms:
+            raise ConfigurationError(
+                f"retention_ms ({retention_ms}) must be at least lease_ms ({lease_ms})"
+            )
+        if not isinstance(poll_interval, int | float) or poll_interval <= 0:
+            raise ConfigurationError(f"poll_interval must be > 0 seconds, got {poll_interval!r}")
+        self.poll_interval = float(poll_interval)
+        self.watchdog = watchdog
+        self.on_lost = on_lost
+        self._store: StoreT = store
+        self._slots = slots
+        base = store.record_key(self.name)
+        self.keys: Sequence[str] = [base] if slots == 1 else [f"{base}:{i}" for i in range(slots)]
+        self.signal_key = f"{base}:signal"
+        self._owner: str | None = None
+        self._token: int | None = None
+        self._slot = 0
+        self._valid_until = 0.0
+        self._lost: LeaseLostError | None = None
+        self.lost_event: EventT = self._new_event()
+
+    def _new_event(self) -> EventT:
+        raise NotImplementedError
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def token(self) -> int:
+        """The fencing token of the current grant; raises if the lock is not (or no longer) held.
+
+        Read it at every fenced call (``fence.write(..., token=lock.token)``) so a lock that
+        the watchdog found lost stops the write with :class:`LeaseLostError`.
+        """
+        self.ensure_held()
+        assert self._token is not None
+        return self._token
+
+    @property
+    def held(self) -> bool:
+        """True while this handle holds a grant that is neither lost nor past its lease locally."""
+        return (
+            self._token is not None and self._lost is None and time.monotonic() < self._valid_until
+        )
+
+    @property
+    def lost(self) -> bool:
+        """True once a renewal, extend or release found the lease gone."""
+        return self._lost is not None
+
+    def ensure_held(self) -> None:
+        """Raise unless this handle holds the lock: :class:`LockNotHeldError` if it never did,
+        :class:`LeaseLostError` if it was lost or its lease ran out without renewal."""
+        if self._token is None:
+            raise LockNotHeldError(f"{self._what} {self.name!r} is not held by this handle")
+        if self._lost is not None:
+            raise LeaseLostError(str(self._lost), token=self._token)
+        if time.monotonic() >= self._valid_until:
+            raise LeaseLostError(
+                f"the lease on {self._what} {self.name!r} (token {self._token}) ran out without "
+                "renewal; another holder may have a newer token",
+                token=self._token,
+            )
+
+    def _begin_acquire(self) -> str:
+        if self._token is not None:
+            raise LockUsageError(
+                f"this handle already holds {self._what} {self.name!r}; locks are not "
+                "reentrant: use one handle per task or thread"
+            )
+        # A failed attempt (client timeout) leaves its owner id behind so the retry is
+        # idempotent: if the first attempt was granted after all, the claim returns its token.
+        if self._owner is None:
+            self._owner = secrets.token_hex(16)
+        return self._owner
+
+    def _granted(self, claim: Claim, sent: float) -> int:
+        self._token = claim.token
+        self._slot = claim.slot
+        self._lost = None
+        self._set_valid(sent, self.lease_ms)
+        self.lost_event = self._new_event()
+        return claim.token
+
+    def _set_valid(self, sent: float, lease_ms: int) -> None:
+        lease_s = lease_ms / 1000
+        self._valid_until = sent + lease_s - lease_s * _DRIFT_FACTOR - _DRIFT_S
+
+    def _timed_out(self, timeout: float | None) -> LockTimeoutError:
+        self._owner = None  # nothing was granted to it: the next acquire starts afresh
+        waited = "at once" if timeout is None else f"within {timeout} s"
+        return LockTimeoutError(f"{self._what} {self.name!r} was not acquired {waited}")
+
+    def _wait_for(self, claim: Claim, deadline: float | None) -> float:
+        wait = min(claim.retry_after_ms / 1000, self.poll_interval)
+        if deadline is not None:
+            wait = min(wait, deadline - time.monotonic())
+        return max(wait, 0.0)
+
+    def _mark_lost(self, reason: str) -> LeaseLostError:
+        error = LeaseLostError(reason, token=self._token)
+        if self._lost is None:
+            self._lost = error
+            log.warning("idemkit: %s", reason)
+            self.lost_event.set()
+            if self.on_lost is not None:
+                try:
+                    self.on_lost(error)
+                except Exception:
+                    log.exception("idemkit: on_lost callback failed")
+        return error
+
+    def _cleared(self) -> tuple[int, str, LeaseLostError | None]:
+        assert self._token is not None
+        state = (self._token, self.keys[self._slot], self._lost)
+        self._token = None
+        self._owner = None
+        self._valid_until = 0.0
+        return state
+
+    def _lost_on_release(self, token: int) -> LeaseLostError:
+        return LeaseLostError(
+            f"{self._what} {self.name!r} was lost before release (token {token}): the lease "
+            "expired and a newer token may have been granted; writes fenced with this token "
+            "may have been refused",
+            token=token,
+        )
+
+
+class FencedLock(_Handle[LeaseStore, asyncio.Event]):
+    """An asyncio lock on Redis that hands out a fencing token with every grant.
+
+    ``async with FencedLock(redis, "orders") as token:`` acquires (one round trip), and
+    releases on exit (one round trip). ``watchdog=True`` renews the lease every third of it
+    while held; a failed renewal sets :attr:`lost_event`, calls ``on_lost`` and makes
+    :attr:`token` raise :class:`LeaseLostError`.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis | aioredis.RedisCluster,
+        name: str,
+        *,
+        lease_ms: int = 30_000,
+        retention_ms: int = DEFAULT_RETENTION_MS,
+        watchdog: bool = False,
+        on_lost: LostCallback | None = None,
+        poll_interval: float = 1.0,
+        prefix: str | None = None,
+        time_floor: bool = True,
+        _slots: int = 1,
+    ) -> None:
+        store = LeaseStore(client, prefix=prefix or self._default_prefix, time_floor=time_floor)
+        super().__init__(
+            store,
+            name,
+            slots=_slots,
+            lease_ms=lease_ms,
+            retention_ms=retention_ms,
+            watchdog=watchdog,
+            on_lost=on_lost,
+            poll_interval=poll_interval,
+        )
+        self.client = client
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def _new_event(self) -> asyncio.Event:
+        return asyncio.Event()
+
+    def _check_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            raise LockUsageError(
+                f"{self._what} {self.name!r} was first used on another event loop; a handle "
+                "and its redis.asyncio client belong to one loop: create one handle per loop"
+            )
+
+    # A timeout parameter (not asyncio.timeout) because it also bounds each server-side BLPOP
+    # and matches the sync twin and threading.Lock.acquire.
+    async def acquire(self, timeout: float | None = None, blocking: bool = True) -> int:  # noqa: ASYNC109
+        """Wait for the lock and return its fencing token.
+
+        ``timeout`` bounds the wait in seconds (``None``: no bound); ``blocking=False`` tries
+        once. Raises :class:`LockTimeoutError` when the lock stays busy.
+        """
+        self._check_loop()
+        deadline = _deadline(timeout, blocking)
+        owner = self._begin_acquire()
+        while True:
+            sent = time.monotonic()
+            try:
+                claim = await self._store.claim_owned(
+                    self.keys, owner, self.lease_ms, self.retention_ms
+                )
+            except StoreUnavailableError:
+                if deadline is None or time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+                continue
+            if claim.outcome == CLAIMED:
+                token = self._granted(claim, sent)
+                if self.watchdog:
+                    self._watchdog = asyncio.get_running_loop().create_task(self._renew_loop())
+                return token
+            if deadline is not None and time.monotonic() >= deadline:
+                raise self._timed_out(timeout if blocking else None)
+            await self._wait(self._wait_for(claim, deadline))
+
+    async def _wait(self, seconds: float) -> None:
+        if seconds < _MIN_BLOCK_S:
+            await asyncio.sleep(seconds)
+            return
+        try:
+            await self.client.blpop([self.signal_key], timeout=seconds)
+        except (RedisError, OSError) as exc:
+            # The claim that follows reports the outage if it persists.
+            log.debug("idemkit: wake-up wait failed: %s", exc)
+            await asyncio.sleep(min(seconds, 0.05))
+
+    async def release(self) -> None:
+        """Give the lock back (one round trip) and wake one waiter.
+
+        Raises :class:`LockNotHeldError` if this handle holds nothing and
+        :class:`LeaseLostError` if the lease had been lost. Safe under cancellation: the
+        release runs to completion even if the awaiting task is cancelled.
+        """
+        self._check_loop()
+        if self._token is None:
+            raise LockNotHeldError(
+                f"{self._what} {self.name!r} is not held by this handle: nothing to release"
+            )
+        self._stop_watchdog()
+        task = asyncio.get_running_loop().create_task(self._release_now())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        await asyncio.shield(task)
+
+    async def _release_now(self) -> None:
+        assert self._token is not None
+        ok = await self._store.release_and_signal(
+            self.keys[self._slot], self._token, self.signal_key, signal_cap=self._slots
+        )
+        # Clear only after a definitive reply: on a connection error the handle still
+        # holds its token and the caller may retry the release.
+        token, _, lost = self._cleared()
+        if lost is not None or not ok:
+            raise self._lost_on_release(token)
+
+    async def extend(self, lease_ms: int | None = None) -> None:
+        """Restart the lease at ``lease_ms`` (default: the lock's) from now; one round trip."""
+        self._check_loop()
+        lease = self.lease_ms if lease_ms is None else _check_ms(lease_ms, "lease_ms")
+        if self._lost is not None:
+            self.ensure_held()
+        if self._token is None:
+            raise LockNotHeldError(
+                f"{self._what} {self.name!r} is not held by this handle: nothing to extend"
+            )
+        sent = time.monotonic()
+        if not await self._store.renew(self.keys[self._slot], self._token, lease):
+            raise self._mark_lost(
+                f"{self._what} {self.name!r} was lost (token {self._token}): a newer token was "
+                "granted or the record is gone"
+            )
+        self._set_valid(sent, lease)
+
+    async def _renew_loop(self) -> None:
+        interval = self.lease_ms / 3000
+        while self._token is not None and self._lost is None:
+            await asyncio.sleep(interval)
+            token = self._token
+            if token is None:
+                return
+            sent = time.monotonic()
+            try:
+                ok = await self._store.renew(self.keys[self._slot], token, self.lease_ms)
+            except StoreUnavailableError as exc:
+                if time.monotonic() < self._valid_until:
+                    log.warning("idemkit: lock renewal failed, will retry: %s", exc)
+                    continue
+                ok = False
+            if self._token != token:
+                return
+            if not ok:
+                self._mark_lost(
+                    f"{self._what} {self.name!r} was lost (token {token}): the watchdog could "
+                    "not renew the lease"
+                )
+                return
+            self._set_valid(sent, self.lease_ms)
+
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    async def __aenter__(self) -> int:
+        return await self.acquire()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self.release()
+        except LeaseLostError:
+            if exc is None:
+                raise
+            # The body's own error is the one to see; the loss is logged by then.
+            log.warning("idemkit: %s %r was lost while the block raised", self._what, self.name)
+
+
+class SyncFencedLock(_Handle[SyncLeaseStore, threading.Event]):
+    """The blocking twin of :class:`FencedLock`, on the sync ``redis`` client.
+
+    The watchdog is a daemon thread; ``on_lost`` runs on it.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis | redis.RedisCluster,
+        name: str,
+        *,
+        lease_ms: int = 30_000,
+        retention_ms: int = DEFAULT_RETENTION_MS,
+        watchdog: bool = False,
+        on_lost: LostCallback | None = None,
+        poll_interval: float = 1.0,
+        prefix: str | None = None,
+        time_floor: bool = True,
+        _slots: int = 1,
+    ) -> None:
+        store = SyncLeaseStore(client, prefix=prefix or self._default_prefix, time_floor=time_floor)
+        super().__init__(
+            store,
+            name,
+            slots=_slots,
+            lease_ms=lease_ms,
+            retention_ms=retention_ms,
+            watchdog=watchdog,
+            on_lost=on_lost,
+            poll_interval=poll_interval,
+        )
+        self.client = client
+        self._watchdog: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def _new_event(self) -> threading.Event:
+        return threading.Event()
+
+    def acquire(self, timeout: float | None = None, blocking: bool = True) -> int:
+        """Wait for the lock and return its fencing token (see :meth:`FencedLock.acquire`)."""
+        deadline = _deadline(timeout, blocking)
+        owner = self._begin_acquire()
+        while True:
+            sent = time.monotonic()
+            try:
+                claim = self._store.claim_owned(self.keys, owner, self.lease_ms, self.retention_ms)
+            except StoreUnavailableError:
+                if deadline is None or time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+                continue
+            if claim.outcome == CLAIMED:
+                token = self._granted(claim, sent)
+                if self.watchdog:
+                    self._start_watchdog(token)
+                return token
+            if deadline is not None and time.monotonic() >= deadline:
+                raise self._timed_out(timeout if blocking else None)
+            self._wait(self._wait_for(claim, deadline))
+
+    def _wait(self, seconds: float) -> None:
+        if seconds < _MIN_BLOCK_S:
+            time.sleep(seconds)
+            return
+        try:
+            self.client.blpop([self.signal_key], timeout=seconds)
+        except (RedisError, OSError) as exc:
+            log.debug("idemkit: wake-up wait failed: %s", exc)
+            time.sleep(min(seconds, 0.05))
+
+    def release(self) -> None:
+        """Give the lock back and wake one waiter; see :meth:`FencedLock.release`."""
+        if self._token is None:
+            raise LockNotHeldError(
+                f"{self._what} {self.name!r} is not held by this handle: nothing to release"
+            )
+        self._stop_watchdog()
+        ok = self._store.release_and_signal(
+            self.keys[self._slot], self._token, self.signal_key, signal_cap=self._slots
+        )
+        token, _, lost = self._cleared()
+        if lost is not None or not ok:
+            raise self._lost_on_release(token)
+
+    def extend(self, lease_ms: int | None = None) -> None:
+        """Restart the lease at ``lease_ms`` from now; one round trip."""
+        lease = self.lease_ms if lease_ms is None else _check_ms(lease_ms, "lease_ms")
+        if self._lost is not None:
+            self.ensure_held()
+        if self._token is None:
+            raise LockNotHeldError(
+                f"{self._what} {self.name!r} is not held by this handle: nothing to extend"
+            )
+        sent = time.monotonic()
+        if not self._store.renew(self.keys[self._slot], self._token, lease):
+            raise self._mark_lost(
+                f"{self._what} {self.name!r} was lost (token {self._token}): a newer token was "
+                "granted or the record is gone"
+            )
+        self._set_valid(sent, lease)
+
+    def _start_watchdog(self, token: int) -> None:
+        self._stop = threading.Event()
+        self._watchdog = threading.Thread(
+            target=self._renew_loop,
+            args=(token, self._stop),
+            name=f"idemkit-lock-watchdog:{self.name}",
+            daemon=True,
+        )
+        self._watchdog.start()
+
+    def _renew_loop(self, token: int, stop: threading.Event) -> None:
+        interval = self.lease_ms / 3000
+        while not stop.wait(interval):
+            sent = time.monotonic()
+            try:
+                ok = self._store.renew(self.keys[self._slot], token, self.lease_ms)
+            except StoreUnavailableError as exc:
+                if time.monotonic() < self._valid_until:
+                    log.warning("idemkit: lock renewal failed, will retry: %s", exc)
+                    continue
+                ok = False
+            if stop.is_set() or self._token != token:
+                return
+            if not ok:
+                self._mark_lost(
+                    f"{self._what} {self.name!r} was lost (token {token}): the watchdog could "
+                    "not renew the lease"
+                )
+                return
+            self._set_valid(sent, self.lease_ms)
+
+    def _stop_watchdog(self) -> None:
+        self._stop.set()
+        if self._watchdog is not None and self._watchdog is not threading.current_thread():
+            self._watchdog.join(timeout=5)
+        self._watchdog = None
+
+    def __enter__(self) -> int:
+        return self.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.release()
+        except LeaseLostError:
+            if exc is None:
+                raise
+            log.warning("idemkit: %s %r was lost while the block raised", self._what, self.name)
