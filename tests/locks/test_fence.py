@@ -1,0 +1,126 @@
+"""Resource-side fences: Redis hashes (Fence) and SQL rows (sql_fence) refuse stale tokens."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from idemkit.errors import ConfigurationError, InvalidLockNameError, StaleTokenError
+from idemkit.fence import Fence, SyncFence
+from idemkit.lock import FencedLock
+from idemkit.sql_fence import ParamStyle, fenced_update, fenced_upsert, fenced_upsert_sql
+
+
+async def test_stale_write_is_refused_and_nothing_is_written(aredis: aioredis.Redis) -> None:
+    fence = Fence(aredis)
+    await fence.write("acct", 5, {"balance": 10})
+    await fence.write("acct", 5, {"balance": 11})  # the same holder writes again
+    await fence.write("acct", 7, {"balance": 20})
+    with pytest.raises(StaleTokenError, match="refused token 6") as info:
+        await fence.write("acct", 6, {"balance": 99})
+    assert (info.value.token, info.value.newest) == (6, 7)
+    assert await fence.read("acct", 7) == {"balance": b"20"}
+    assert await fence.newest("acct") == 7
+
+
+async def test_fenced_read_blocks_an_older_read_modify_write(aredis: aioredis.Redis) -> None:
+    fence = Fence(aredis)
+    await fence.read("ctr", 1)  # old holder reads, then pauses
+    assert await fence.read("ctr", 2) == {}  # newer holder reads
+    with pytest.raises(StaleTokenError):
+        await fence.write("ctr", 1, {"n": 1})  # old holder wakes up: refused
+    with pytest.raises(StaleTokenError):
+        await fence.read("ctr", 1)
+    await fence.write("ctr", 2, {"n": 1})
+
+
+async def test_lock_token_feeds_the_fence_and_large_tokens_keep_precision(
+    aredis: aioredis.Redis,
+) -> None:
+    fence = Fence(aredis)
+    async with FencedLock(aredis, "job") as token:
+        assert token > 10**15  # microsecond floor: beyond Lua's %.14g precision
+        await fence.write("job", token, {"state": "done"})
+    assert await fence.newest("job") == token
+    with pytest.raises(StaleTokenError):
+        await fence.write("job", token - 1, {"state": "zombie"})
+
+
+def test_sync_fence_and_bad_input(sync_redis: redis.Redis) -> None:
+    fence = SyncFence(sync_redis)
+    fence.write("r", 3, {"a": "1"})
+    with pytest.raises(StaleTokenError):
+        fence.write("r", 2, {"a": "2"})
+    assert fence.read("r", 3) == {"a": b"1"} and fence.newest("r") == 3
+    with pytest.raises(ConfigurationError, match="reserved"):
+        fence.write("r", 4, {"_fence": "0"})
+    with pytest.raises(ConfigurationError, match="int >= 0"):
+        fence.write("r", -1, {})
+    with pytest.raises(InvalidLockNameError):
+        fence.write("", 1, {})
+
+
+# -- SQL ------------------------------------------------------------------------------------
+
+
+def _exercise(conn: Any, table: str, style: ParamStyle) -> None:
+    """The same scenario on any DB-API connection: newer tokens win, stale ones change nothing."""
+    cur = conn.cursor()
+    cur.execute(f"CREATE TABLE {table} (id TEXT PRIMARY KEY, state TEXT, fence_token BIGINT)")
+    big = 1_700_000_000_000_001  # a microsecond-floored token: must survive as an integer
+    assert fenced_upsert(cur, table, {"id": "j1"}, {"state": "a"}, big, paramstyle=style)
+    assert fenced_upsert(cur, table, {"id": "j1"}, {"state": "b"}, big, paramstyle=style)
+    assert fenced_upsert(cur, table, {"id": "j1"}, {"state": "c"}, big + 1, paramstyle=style)
+    assert not fenced_upsert(cur, table, {"id": "j1"}, {"state": "z"}, big, paramstyle=style)
+    assert not fenced_update(cur, table, {"id": "j1"}, {"state": "z"}, big, paramstyle=style)
+    assert fenced_update(cur, table, {"id": "j1"}, {"state": "d"}, big + 2, paramstyle=style)
+    assert not fenced_update(cur, table, {"id": "missing"}, {"state": "d"}, big, paramstyle=style)
+    conn.commit()
+    cur.execute(f"SELECT state, fence_token FROM {table} WHERE id = 'j1'")
+    assert tuple(cur.fetchone()) == ("d", big + 2)
+
+
+def test_sqlite_fenced_writes() -> None:
+    conn = sqlite3.connect(":memory:")
+    try:
+        _exercise(conn, "jobs", "qmark")
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def pg_conn() -> Iterator[Any]:
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        conn = psycopg.connect(
+            "host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=2
+        )
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 not reachable: {exc}")
+    yield conn
+    conn.close()
+
+
+def test_postgres_fenced_writes(pg_conn: Any) -> None:
+    table = f"idemkit_fence_{uuid.uuid4().hex[:12]}"
+    try:
+        _exercise(pg_conn, table, "format")
+    finally:
+        pg_conn.rollback()
+        pg_conn.execute(f"DROP TABLE IF EXISTS {table}")
+        pg_conn.commit()
+
+
+def test_identifiers_cannot_inject_sql() -> None:
+    with pytest.raises(ConfigurationError, match="identifier"):
+        fenced_upsert_sql("jobs; DROP TABLE x", ["id"], ["s"])
+    with pytest.raises(ConfigurationError, match="identifier"):
+        fenced_upsert_sql("jobs", ["id"], ["s = 1 --"])
+    with pytest.raises(ConfigurationError, match="key column"):
+        fenced_upsert_sql("jobs", [], ["s"])
