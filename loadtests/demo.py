@@ -164,7 +164,7 @@ def _load_run(seconds: float) -> bool:
         f"\n5) Locust: {seconds:.0f} s of mixed traffic on the embedded store, then verify",
         flush=True,
     )
-    opts = RunOptions(duration=seconds, embedded=True, users=10)
+    opts = RunOptions(duration=seconds, embedded=True, workers=1, users=10)
     outcome = run(opts, echo=lambda line: print("   " + line, flush=True))
     return outcome.ok
 

@@ -304,9 +304,13 @@ async def _simulated_latency(request: Request) -> None:
 
 
 async def _store_down(request: Request, exc: Exception) -> Response:
-    # The handler's own Redis call failed, so its effect did not happen: 503 releases the
-    # idempotency key and the client's retry runs the handler again.
-    return _error(503, f"shop store unavailable: {type(exc).__name__}", retry_after=1)
+    if "connecting to" in str(exc):
+        # Nothing reached Redis, so the effect did not happen: 503 releases the idempotency
+        # key and the client's retry runs the handler again.
+        return _error(503, f"shop store unavailable: {type(exc).__name__}", retry_after=1)
+    # The command was sent and the reply lost (reset while reading, timeout): it may have
+    # been applied. A 500 is stored and replayed, so a retry cannot apply it a second time.
+    return _error(500, f"outcome unknown, not retried: {type(exc).__name__}")
 
 
 def _error(status: int, detail: str, *, retry_after: int | None = None) -> Response:

@@ -1,0 +1,103 @@
+"""The verifier catches what it claims to catch, on the deliberately broken shop."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import httpx
+import redis.asyncio as aioredis
+
+from loadtests.service import create_app, read_ledger
+from loadtests.verify import Acks, read_acks, verify
+
+STOCK = {"hot": 3}
+
+
+def _client(app: object) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # type: ignore[arg-type]
+    return httpx.AsyncClient(transport=transport, base_url="http://shop.test")
+
+
+async def _retried_payment(client: aioredis.Redis, broken: str | None) -> Acks:
+    app = create_app(client, broken=broken, stock=STOCK)
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    body = {"payment_id": "pay-1", "amount": 100}
+    async with app.router.lifespan_context(app), _client(app) as http:
+        first = await http.post("/payments", json=body, headers=key)
+        retry = await http.post("/payments", json=body, headers=key)
+    assert first.status_code == retry.status_code == 201
+    return Acks(payments={"pay-1"})
+
+
+async def _order_rush(client: aioredis.Redis, broken: str | None) -> Acks:
+    app = create_app(client, broken=broken, stock=STOCK)
+    async with app.router.lifespan_context(app), _client(app) as http:
+        replies = await asyncio.gather(
+            *(
+                http.post(
+                    "/orders",
+                    json={"order_id": f"o{i}", "product": "hot", "qty": 1},
+                    headers={"Idempotency-Key": f"k{i}"},
+                )
+                for i in range(10)
+            )
+        )
+    return Acks(orders={r.json()["order_id"] for r in replies if r.status_code == 201})
+
+
+async def test_healthy_shop_verifies(aredis: aioredis.Redis) -> None:
+    acks = await _retried_payment(aredis, None)
+    orders = await _order_rush(aredis, None)
+    acks.orders = orders.orders
+    result = verify(await read_ledger(aredis), acks)
+    assert result.ok, result.lines()
+    assert len(orders.orders) == 3
+
+
+async def test_double_charge_is_caught(aredis: aioredis.Redis) -> None:
+    acks = await _retried_payment(aredis, "double-charge")
+    result = verify(await read_ledger(aredis), acks)
+    assert not result.ok
+    assert result.counts["double-charge"] == 1
+    assert "pay-1 charged 2 times" in "\n".join(result.lines())
+
+
+async def test_oversell_is_caught(aredis: aioredis.Redis) -> None:
+    acks = await _order_rush(aredis, "oversell")
+    assert len(acks.orders) > 3  # the broken shop really did sell what it did not have
+    result = verify(await read_ledger(aredis), acks)
+    assert result.counts["oversell"] == 1, result.lines()
+
+
+def test_lost_and_duplicated_effects_are_caught() -> None:
+    ledger = {
+        "charges": {"p1": 1},
+        "orders": {"o1": "hot"},
+        "order_runs": {"o1": 2},
+        "increments": {"likes/a": 1, "likes/b": 2},
+        "counters": {"likes": 4},
+        "inventory": {
+            "hot": {"initial": 5, "stock": 3, "sold": 1, "reservations": {"o1": 1, "o9": 1}}
+        },
+        "events": {},
+    }
+    acks = Acks(payments={"p1", "p2"}, orders={"o1", "o2"}, increments={"likes/a", "likes/c"})
+    result = verify(ledger, acks)
+    assert dict(result.counts) == {
+        "lost-payment": 1,
+        "lost-order": 1,
+        "increment-applied-twice": 1,
+        "lost-increment": 1,
+        "counter-mismatch": 1,
+        "sales-counter": 1,
+        "orphan-reservation": 1,
+    }
+    assert "1 handler re-runs" in result.checks["orders"]
+
+
+def test_read_acks_skips_torn_lines(tmp_path: Path) -> None:
+    path = tmp_path / "acks-1.jsonl"
+    path.write_text('{"kind": "payments", "id": "p1"}\n{"kind": "ord\n\n')
+    assert read_acks([path]).payments == {"p1"}
