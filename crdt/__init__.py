@@ -2,4 +2,49 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from crdt.base import Crdt, decode
+from crdt.dots import CausalContext, Dot
+from crdt.errors import (
+    CrdtCodecError,
+    CrdtError,
+    InvalidReplicaIdError,
+    StoreConflictError,
+    TimestampReuseError,
+    TombstonedElementError,
+    TypeMismatchError,
+    UnsupportedValueError,
+)
+from crdt.gcounter import GCounter
+from crdt.gset import GSet
+from crdt.hlc import HybridClock, Timestamp
+from crdt.lwwregister import LWWRegister
+from crdt.mvregister import MVRegister
+from crdt.ormap import ORMap
+from crdt.orset import ORSet
+from crdt.pncounter import PNCounter
+from crdt.twopset import TwoPSet
+
+__all__ = [
+    "CausalContext",
+    "Crdt",
+    "CrdtCodecError",
+    "CrdtError",
+    "Dot",
+    "GCounter",
+    "GSet",
+    "HybridClock",
+    "InvalidReplicaIdError",
+    "LWWRegister",
+    "MVRegister",
+    "ORMap",
+    "ORSet",
+    "PNCounter",
+    "StoreConflictError",
+    "Timestamp",
+    "TimestampReuseError",
+    "TombstonedElementError",
+    "TwoPSet",
+    "TypeMismatchError",
+    "UnsupportedValueError",
+    "decode",
+]
