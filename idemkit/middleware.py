@@ -11,7 +11,7 @@ import fnmatch
 import logging
 import re
 from collections.abc import Iterable
-from typing import Unpack
+from typing import Unpack, cast
 
 import redis.asyncio as aioredis
 
@@ -23,6 +23,7 @@ from idemkit.errors import CodecError, ConfigurationError, InvalidKeyError, Stor
 from idemkit.fingerprint import record_name, request_fingerprint
 from idemkit.keys import parse_idempotency_key
 from idemkit.lease import BUSY, COMPLETED, MISMATCH, LeaseStore
+from idemkit.pipeline import PipelinedLeaseStore, can_pipeline
 from idemkit.policy import IdempotencyPolicy, PolicyOptions
 from idemkit.problem import Problem
 
@@ -38,6 +39,9 @@ _BODY_OMITTED = (b"idempotent-body-omitted", b"true")
 def as_lease_store(store: LeaseStore | aioredis.Redis | aioredis.RedisCluster) -> LeaseStore:
     if isinstance(store, LeaseStore):
         return store
+    if can_pipeline(store):
+        # Scripts of concurrent requests share writes and reads (see idemkit/pipeline.py).
+        return PipelinedLeaseStore(cast(aioredis.Redis, store))
     if isinstance(store, aioredis.Redis | aioredis.RedisCluster):
         return LeaseStore(store)
     raise ConfigurationError(

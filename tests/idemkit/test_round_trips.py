@@ -149,3 +149,116 @@ async def test_renewals_are_paid_only_by_handlers_that_outlive_an_interval(
     assert slow.status_code == 201
     assert store.renewals >= 1
     assert sent(after_fast, after_slow) == {"evalsha": 2 + store.renewals}
+
+
+# --- auto-pipelining (idemkit/pipeline.py): shared writes stay correct -----------------------
+
+
+async def test_middleware_pipelines_a_plain_redis_client(
+    server_client: tuple[aioredis.Redis, aioredis.Redis],
+) -> None:
+    from idemkit.middleware import as_lease_store
+    from idemkit.pipeline import PipelinedLeaseStore
+
+    app_client, _ = server_client
+    assert isinstance(as_lease_store(app_client), PipelinedLeaseStore)
+
+
+async def test_concurrent_claims_share_writes_and_each_gets_its_own_reply(
+    server_client: tuple[aioredis.Redis, aioredis.Redis],
+) -> None:
+    from idemkit.pipeline import PipelinedLeaseStore
+
+    app_client, info_client = server_client
+    store = PipelinedLeaseStore(app_client)
+    warm = await store.claim(store.record_key("warm"), b"f", 30_000, 60_000)
+    await store.complete(store.record_key("warm"), warm.token, b"r", 60_000)
+    before = await command_counts(info_client)
+    keys = [store.record_key(f"c{i}") for i in range(64)]
+    claims = await asyncio.gather(
+        *(store.claim(k, f"fp{i}".encode(), 30_000, 60_000) for i, k in enumerate(keys))
+    )
+    assert all(c.outcome == 0 for c in claims)
+    done = await asyncio.gather(
+        *(
+            store.complete(k, c.token, f"r{i}".encode(), 60_000)
+            for i, (k, c) in enumerate(zip(keys, claims, strict=True))
+        )
+    )
+    assert all(done)
+    replays = await asyncio.gather(
+        *(store.claim(k, f"fp{i}".encode(), 30_000, 60_000) for i, k in enumerate(keys))
+    )
+    assert [r.result for r in replays] == [f"r{i}".encode() for i in range(64)]
+    assert sent(before, await command_counts(info_client)) == {"evalsha": 64 * 3}
+
+
+async def test_cancelled_callers_do_not_desynchronise_the_connection(
+    server_client: tuple[aioredis.Redis, aioredis.Redis],
+) -> None:
+    from idemkit.pipeline import PipelinedLeaseStore
+
+    app_client, _ = server_client
+    store = PipelinedLeaseStore(app_client)
+    for attempt in range(20):
+        tasks = [
+            asyncio.create_task(
+                store.claim(store.record_key(f"x{attempt}-{i}"), b"f", 30_000, 60_000)
+            )
+            for i in range(16)
+        ]
+        await asyncio.sleep(0)
+        for task in tasks[::2]:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results[1::2]:
+            assert not isinstance(result, BaseException)
+            assert result.outcome == 0
+    # Every reply still lands on its own caller: a fresh claim and its completion agree.
+    claim = await store.claim(store.record_key("after"), b"f", 30_000, 60_000)
+    assert await store.complete(store.record_key("after"), claim.token, b"ok", 60_000)
+    replay = await store.claim(store.record_key("after"), b"f", 30_000, 60_000)
+    assert replay.result == b"ok"
+
+
+async def test_script_flush_and_lost_connection_are_handled(
+    fresh_redis_server: RedisServer,
+) -> None:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    from idemkit.errors import StoreUnavailableError
+    from idemkit.pipeline import PipelinedLeaseStore
+
+    app_client = aioredis.Redis.from_url(
+        fresh_redis_server.url,
+        socket_timeout=1.0,
+        socket_connect_timeout=0.2,
+        retry=Retry(NoBackoff(), 1),
+    )
+    store = PipelinedLeaseStore(app_client)
+    try:
+        assert (await store.claim(store.record_key("a"), b"f", 30_000, 60_000)).outcome == 0
+        loads = await app_client.info("commandstats")
+        await app_client.script_flush()  # NOSCRIPT: loaded again, the claims still answer
+        claims = await asyncio.gather(
+            *(store.claim(store.record_key(f"b{i}"), b"f", 30_000, 60_000) for i in range(16))
+        )
+        assert all(c.outcome == 0 for c in claims)
+        after = await app_client.info("commandstats")
+        # one shared SCRIPT LOAD for the 16 callers that met NOSCRIPT, and no new connection
+        assert after["cmdstat_script|load"]["calls"] - loads["cmdstat_script|load"]["calls"] == 1
+        assert after["cmdstat_hello"]["calls"] == loads["cmdstat_hello"]["calls"]
+
+        await asyncio.to_thread(fresh_redis_server.kill)
+        results = await asyncio.gather(
+            *(store.claim(store.record_key(f"d{i}"), b"f", 30_000, 60_000) for i in range(8)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, StoreUnavailableError) for r in results), results
+
+        await asyncio.to_thread(fresh_redis_server.restart)
+        # The held connection is dead; the pipeline reconnects (client retry) transparently.
+        assert (await store.claim(store.record_key("c"), b"f", 30_000, 60_000)).outcome == 0
+    finally:
+        await app_client.aclose()
