@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from idemkit.codec import StoredResponse
+from idemkit.context import LeaseContext, fencing_token, lease_context
 from idemkit.decorator import idempotent
 from idemkit.embedded import embedded_redis, embedded_sync_redis
 from idemkit.errors import (
@@ -33,6 +34,7 @@ __all__ = [
     "IdempotencyPolicy",
     "InvalidKeyError",
     "KeyReuseError",
+    "LeaseContext",
     "LeaseError",
     "LeaseLostError",
     "LeaseStore",
@@ -43,7 +45,9 @@ __all__ = [
     "credentials_caller",
     "embedded_redis",
     "embedded_sync_redis",
+    "fencing_token",
     "header_caller",
     "idempotent",
+    "lease_context",
     "parse_idempotency_key",
 ]

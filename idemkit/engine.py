@@ -68,7 +68,7 @@ class Engine:
     def __init__(self, store: LeaseStore, policy: IdempotencyPolicy) -> None:
         self.store = store
         self.policy = policy
-        self._background: set[asyncio.Task[bool]] = set()
+        self._background: set[asyncio.Task[bool | None]] = set()
 
     async def claim(self, record: str, fingerprint: bytes) -> Claim:
         """Claim the record; in wait mode, keep asking while another holder runs."""
@@ -87,10 +87,11 @@ class Engine:
             claim = await self.store.claim(record, fingerprint, policy.lease_ms, policy.ttl_ms)
         return claim
 
-    async def finish(self, record: str, token: int, result: bytes | None) -> bool:
+    async def finish(self, record: str, token: int, result: bytes | None) -> bool | None:
         """Store ``result`` (or release the key when it is None) unless fenced out.
 
-        Returns whether the store accepted it. Never raises for store failures: by now the
+        Returns True when the store accepted it, False when a newer fencing token owns the
+        record, None when the store failed. Never raises for store failures: by now the
         handler has run, and a failure only means the lease will expire on its own.
         """
         try:
@@ -103,7 +104,7 @@ class Engine:
             task.add_done_callback(self._background.discard)
             raise
 
-    async def _finish(self, record: str, token: int, result: bytes | None) -> bool:
+    async def _finish(self, record: str, token: int, result: bytes | None) -> bool | None:
         try:
             if result is None:
                 return await self.store.release(record, token)
@@ -115,7 +116,7 @@ class Engine:
                 record,
                 exc,
             )
-            return False
+            return None
         if not ok:
             log.warning(
                 "idemkit: result not stored: a newer fencing token owns record %s "

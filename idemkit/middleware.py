@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from idemkit import problem as problems
 from idemkit._types import ASGIApp, Message, Observer, Receive, Scope, Send
 from idemkit.codec import StoredResponse, decode_response, encode_response
+from idemkit.context import SCOPE_KEY, LeaseContext
 from idemkit.engine import Engine, Renewal
 from idemkit.errors import CodecError, ConfigurationError, InvalidKeyError, StoreUnavailableError
 from idemkit.fingerprint import record_name, request_fingerprint
@@ -160,6 +161,9 @@ class IdempotencyMiddleware:
         engine = self.engine
         capture = _Capture(self.policy)
         renewal = Renewal(engine, record, token)
+        # Handlers present this token to the resources they write (see idemkit.fence), so a
+        # holder that outlived its lease cannot apply its side effect after a newer one.
+        scope[SCOPE_KEY] = LeaseContext(record, token)
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.body" and capture.status:
@@ -200,10 +204,13 @@ class IdempotencyMiddleware:
             self._emit("released")
             await self.engine.finish(record, token, None)
             return
-        if await self.engine.finish(record, token, encode_response(stored)):
+        stored_ok = await self.engine.finish(record, token, encode_response(stored))
+        if stored_ok:
             self._emit("executed")
-        else:
+        elif stored_ok is False:
             self._emit("fenced")
+        else:
+            self._emit("store_failed")
 
     async def _replay(self, send: Send, data: bytes) -> None:
         try:

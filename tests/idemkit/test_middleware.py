@@ -414,3 +414,43 @@ async def test_a_cookie_set_by_the_first_response_does_not_change_the_scope(
         retry = await c.post("/payments", content=b"x", headers=KEY)
     assert retry.headers["idempotent-replayed"] == "true"
     assert shop.calls["pay"] == 1
+
+
+async def test_handlers_see_their_fencing_token(aredis: aioredis.Redis) -> None:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from idemkit import IdempotencyMiddleware, fencing_token
+
+    async def pay(request: Request) -> JSONResponse:
+        return JSONResponse({"token": fencing_token(request)})
+
+    app = Starlette(
+        routes=[Route("/pay", pay, methods=["POST", "GET"])],
+        middleware=[Middleware(IdempotencyMiddleware, store=aredis)],
+    )
+    async with client(app) as c:
+        first = (await c.post("/pay", headers={"Idempotency-Key": "t1"})).json()["token"]
+        second = (await c.post("/pay", headers={"Idempotency-Key": "t2"})).json()["token"]
+        plain = (await c.get("/pay")).json()["token"]
+    assert isinstance(first, int) and second > first
+    assert plain is None
+
+
+async def test_store_failure_after_the_handler_is_not_called_fenced(
+    fresh_redis_server: Any,
+) -> None:
+    events: list[str] = []
+    shop = Shop()
+    shop.delay = 0.2
+    redis_client = aioredis.Redis.from_url(fresh_redis_server.url, socket_connect_timeout=0.2)
+    async with client(shop.app(store=redis_client, observer=events.append)) as c:
+        task = asyncio.create_task(c.post("/payments", content=b"x", headers=KEY))
+        await shop.entered.wait()
+        await asyncio.to_thread(fresh_redis_server.kill)
+        assert (await task).status_code == 201
+    await redis_client.aclose()
+    assert events == ["store_failed"]
