@@ -63,23 +63,38 @@ def make_lock(variant: str, client: redis.Redis, name: str) -> Pair:
     raise ValueError(f"unknown variant {variant!r}")
 
 
-def uncontended(variant: str, url: str, name: str, cycles: int, max_s: float) -> float:
-    """Acquire/release cycles per second, at most ``cycles`` cycles or ``max_s`` seconds."""
-    client = redis.Redis.from_url(url)
+def uncontended(url: str, slices: int, cycles: int, max_s: float) -> dict[str, float]:
+    """Acquire/release cycles per second of each variant.
+
+    Variants take turns in short slices of ``cycles`` cycles (order rotating), so load from
+    anything else on the machine falls on all of them alike. Bounded by ``max_s`` in total.
+    """
+    clients = {v: redis.Redis.from_url(url) for v in VARIANTS}
     try:
-        pair = make_lock(variant, client, name)
-        for _ in range(20):  # warm up: connection, script loading
-            pair.acquire()
-            pair.release()
-        done, start = 0, time.perf_counter()
-        deadline = start + max_s
-        while done < cycles and time.perf_counter() < deadline:
-            pair.acquire()
-            pair.release()
-            done += 1
-        return done / (time.perf_counter() - start)
+        pairs = {v: make_lock(v, clients[v], f"bench:{v}:uncontended") for v in VARIANTS}
+        for pair in pairs.values():
+            for _ in range(50):  # warm up: connection, script loading
+                pair.acquire()
+                pair.release()
+        spent = dict.fromkeys(VARIANTS, 0.0)
+        done = dict.fromkeys(VARIANTS, 0)
+        deadline = time.perf_counter() + max_s
+        for slice_ in range(slices):
+            if time.perf_counter() >= deadline:
+                break
+            shift = slice_ % len(VARIANTS)
+            for variant in VARIANTS[shift:] + VARIANTS[:shift]:
+                pair = pairs[variant]
+                start = time.perf_counter()
+                for _ in range(cycles):
+                    pair.acquire()
+                    pair.release()
+                spent[variant] += time.perf_counter() - start
+                done[variant] += cycles
+        return {v: done[v] / spent[v] for v in VARIANTS}
     finally:
-        client.close()
+        for client in clients.values():
+            client.close()
 
 
 @dataclass
@@ -133,27 +148,27 @@ def handoffs(events: list[tuple[float, float, int]]) -> list[float]:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench locks")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--cycles", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3, help="contended rounds")
+    parser.add_argument("--slices", type=int, default=40, help="uncontended slices")
+    parser.add_argument("--cycles", type=int, default=100, help="cycles per slice")
     parser.add_argument("--grants", type=int, default=12, help="grants per contending worker")
     parser.add_argument("--quick", action="store_true", help="one short round, no report")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.cycles, args.grants = 1, 300, 3
+        args.rounds, args.slices, args.grants = 1, 4, 3
 
-    throughput: dict[str, list[float]] = {v: [] for v in VARIANTS}
     latency: dict[str, list[float]] = {v: [] for v in VARIANTS}
     grants_per_s: dict[str, list[float]] = {v: [] for v in VARIANTS}
     ctx = multiprocessing.get_context("spawn")
     with RedisServer() as server, ctx.Pool(WORKERS) as pool:
         # Spawned workers import on every core at first: let that finish before timing.
         pool.map(ready, range(WORKERS), chunksize=1)
+        throughput = uncontended(server.url, args.slices, args.cycles, 120.0)
+        print({v: round(rate) for v, rate in throughput.items()}, flush=True)
         for round_ in range(args.rounds):
             order = VARIANTS[round_ % len(VARIANTS) :] + VARIANTS[: round_ % len(VARIANTS)]
             for variant in order:
                 name = f"bench:{variant}:{round_}"
-                rate = uncontended(variant, server.url, f"{name}:u", args.cycles, 5.0)
-                throughput[variant].append(rate)
                 start_at = time.monotonic() + 0.5
                 jobs = [
                     ContendJob(variant, server.url, f"{name}:c", w, args.grants, 15.0, start_at)
@@ -164,19 +179,19 @@ def main(argv: list[str]) -> None:
                 latency[variant].extend(handoffs(events))
                 grants_per_s[variant].append(len(events) / span)
                 print(
-                    f"round {round_} {variant:>18}: {rate:8.0f} cycles/s, "
-                    f"hand-off median {statistics.median(handoffs(events)) * 1e3:7.2f} ms",
+                    f"round {round_} {variant:>18}: hand-off median "
+                    f"{statistics.median(handoffs(events)) * 1e3:7.2f} ms",
                     flush=True,
                 )
 
-    base = statistics.median(throughput["redis-py"])
+    base = throughput["redis-py"]
     rows = [
         "| variant | uncontended cycles/s | vs redis-py Lock | hand-off mean (ms) "
         "| hand-off median (ms) | hand-off p90 (ms) | contended grants/s |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for variant in VARIANTS:
-        rate = statistics.median(throughput[variant])
+        rate = throughput[variant]
         lat = sorted(latency[variant])
         p90 = lat[min(len(lat) - 1, int(len(lat) * 0.9))]
         rows.append(
@@ -196,8 +211,9 @@ def main(argv: list[str]) -> None:
 Command: `.venv/bin/python -m bench locks` (`bench/locks.py`), {args.rounds} rounds, variants
 alternating; machine: {machine_summary()}.
 
-Uncontended: one sync client, acquire + release, median over rounds ({args.cycles} cycles
-or 5 s each). Contended: {WORKERS} processes on one lock, each holding it ~1 ms and waiting
+Uncontended: one sync client per variant, acquire + release; the variants take turns in
+{args.slices} slices of {args.cycles} cycles (order rotating), so background load hits all alike.
+Contended: {WORKERS} processes on one lock, each holding it ~1 ms and waiting
 ~2 ms outside it, {args.grants} grants each per round; hand-off = from one holder starting
 its release to the next, different holder returning from acquire. Peers use their default
 waiting: redis-py `Lock` sleeps 0.1 s between tries, pottery `Redlock` (one master) up to
