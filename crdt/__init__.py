@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from crdt.base import Crdt, decode
+from crdt.delta import DeltaMessage
 from crdt.dots import CausalContext, Dot
 from crdt.errors import (
     CrdtCodecError,
@@ -29,6 +30,7 @@ __all__ = [
     "Crdt",
     "CrdtCodecError",
     "CrdtError",
+    "DeltaMessage",
     "Dot",
     "GCounter",
     "GSet",

@@ -6,6 +6,7 @@ import abc
 from typing import Any, ClassVar, Self
 
 from crdt.codec import pack_envelope, unpack_envelope
+from crdt.dots import CausalContext
 from crdt.errors import CrdtCodecError, TypeMismatchError
 
 __all__ = ["Crdt", "decode", "registered_types"]
@@ -29,6 +30,16 @@ class Crdt(abc.ABC):
         tag = cls.__dict__.get("TYPE_TAG")
         if tag is not None:
             _REGISTRY[tag] = cls
+
+    @property
+    def causal_context(self) -> CausalContext | None:
+        """The dots this state has seen, for types whose deltas need causal delivery.
+
+        ORSet, MVRegister and ORMap deltas may only be merged into a replica that has seen
+        everything their sender had seen (see :mod:`crdt.delta`); other types return None
+        and accept deltas in any order.
+        """
+        return None
 
     @property
     @abc.abstractmethod

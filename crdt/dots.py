@@ -78,6 +78,12 @@ class CausalContext:
     def with_dots(self, dots: Iterable[Dot]) -> CausalContext:
         return CausalContext(self.vv, self.cloud | frozenset(dots))
 
+    def covers(self, other: CausalContext) -> bool:
+        """True when every dot of ``other`` is in this context."""
+        return all(self.vv.get(r, 0) >= n for r, n in other.vv.items()) and all(
+            d in self for d in other.cloud
+        )
+
     def is_empty(self) -> bool:
         return not self.vv and not self.cloud
 

@@ -24,6 +24,10 @@ class MVRegister(Crdt):
         self.entries: dict[Dot, Any] = dict(sorted((entries or {}).items()))
         self.context = (context or CausalContext()).with_dots(self.entries)
 
+    @property
+    def causal_context(self) -> CausalContext:
+        return self.context
+
     def _fields(self) -> tuple[str, ...]:
         return ("entries", "context")
 

@@ -39,6 +39,10 @@ class ORMap(Crdt):
         dots = [d for ds in self.keys.values() for d in ds]
         self.context = (context or CausalContext()).with_dots(dots)
 
+    @property
+    def causal_context(self) -> CausalContext:
+        return self.context
+
     def _fields(self) -> tuple[str, ...]:
         return ("keys", "values", "context")
 

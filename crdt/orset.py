@@ -48,6 +48,10 @@ class ORSet(Crdt):
         # A state's context always covers its own dots; deltas built by hand may omit them.
         self.context = (context or CausalContext()).with_dots(dots)
 
+    @property
+    def causal_context(self) -> CausalContext:
+        return self.context
+
     def _fields(self) -> tuple[str, ...]:
         return ("entries", "context")
 
