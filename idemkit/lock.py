@@ -42,7 +42,14 @@ from idemkit.errors import (
 )
 from idemkit.lease import CLAIMED, Claim, LeaseStore, SyncLeaseStore
 
-__all__ = ["MAX_NAME_LENGTH", "FencedLock", "LostCallback", "SyncFencedLock", "check_name"]
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "FencedLock",
+    "LostCallback",
+    "SyncFencedLock",
+    "check_name",
+    "eviction_warning",
+]
 
 log = logging.getLogger("idemkit.lock")
 
@@ -73,6 +80,20 @@ def check_name(name: object, what: str = "lock") -> str:
         # The name becomes the Redis Cluster hash tag; a brace would cut it short.
         raise InvalidLockNameError(f"{what} name must not contain braces, got {name!r}")
     return name
+
+
+def eviction_warning(config: dict[Any, Any]) -> str | None:
+    """A warning if a ``CONFIG GET maxmemory-policy`` reply allows Redis to evict keys."""
+    policy = config.get("maxmemory-policy", config.get(b"maxmemory-policy"))
+    if isinstance(policy, bytes):
+        policy = policy.decode()
+    if policy is None or policy == "noeviction":
+        return None
+    # allkeys-* may drop the token counter, volatile-* a live lease (a silent release).
+    return (
+        f"Redis maxmemory-policy is {policy!r}: under memory pressure it may evict a live lock "
+        "or its token counter; run the lock database with 'noeviction'"
+    )
 
 
 def _check_ms(value: object, what: str) -> int:
@@ -417,6 +438,20 @@ class FencedLock(_Handle[LeaseStore, asyncio.Event]):
             self._watchdog.cancel()
             self._watchdog = None
 
+    async def check_server(self) -> str | None:
+        """Check that Redis will not evict lock records; log and return a warning if it may.
+
+        One ``CONFIG GET``; returns None when CONFIG is not allowed (managed Redis).
+        """
+        try:
+            config = await self.client.config_get("maxmemory-policy")
+        except (RedisError, OSError):
+            return None
+        warning = eviction_warning(dict(config))
+        if warning:
+            log.warning("idemkit: %s", warning)
+        return warning
+
     async def __aenter__(self) -> int:
         return await self.acquire()
 
@@ -572,6 +607,17 @@ class SyncFencedLock(_Handle[SyncLeaseStore, threading.Event]):
         if self._watchdog is not None and self._watchdog is not threading.current_thread():
             self._watchdog.join(timeout=5)
         self._watchdog = None
+
+    def check_server(self) -> str | None:
+        """See :meth:`FencedLock.check_server`."""
+        try:
+            config = self.client.config_get("maxmemory-policy")
+        except (RedisError, OSError):
+            return None
+        warning = eviction_warning(dict(config))
+        if warning:
+            log.warning("idemkit: %s", warning)
+        return warning
 
     def __enter__(self) -> int:
         return self.acquire()

@@ -239,3 +239,14 @@ def test_lease_that_runs_out_locally_is_reported_without_a_round_trip(
         lock.ensure_held()
     # Nobody else claimed it, so Redis still counts this holder as the newest: release works.
     lock.release()
+
+
+async def test_check_server_warns_about_eviction(aredis: aioredis.Redis) -> None:
+    lock = FencedLock(aredis, "ev")
+    assert await lock.check_server() is None  # the test server runs with noeviction
+    await aredis.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        warning = await lock.check_server()
+        assert warning is not None and "noeviction" in warning
+    finally:
+        await aredis.config_set("maxmemory-policy", "noeviction")
