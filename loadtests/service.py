@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from idemkit.context import fencing_token
 from idemkit.lease import BUSY, CLAIMED, LeaseStore
 from idemkit.middleware import IdempotencyMiddleware
 
@@ -90,6 +91,24 @@ redis.call('INCRBY', KEYS[4], qty)
 return 1
 """
 
+# A payment is charged under the fencing token the middleware granted to this execution, and
+# the charge remembers that it happened. Together they close both windows a worker paused
+# past its lease leaves open: paused *before* charging, its older token is refused; paused
+# *after* charging but before the middleware stored the response, the retry (newer token)
+# finds the charge already applied and returns it instead of charging again.
+# KEYS[1] the payment's fence  KEYS[2] charges hash  ARGV[1] token  ARGV[2] payment id
+# Returns the number of charges, or -1 when fenced off.
+_CHARGE = """
+local newest = redis.call('GET', KEYS[1])
+if newest and tonumber(ARGV[1]) < tonumber(newest) then return -1 end
+redis.call('SET', KEYS[1], ARGV[1])
+if newest then
+  local done = redis.call('HGET', KEYS[2], ARGV[2])
+  if done then return tonumber(done) end
+end
+return redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+"""
+
 _LOCK_LEASE_MS = 2000
 _LOCK_WAIT_S = 3.0
 _MAX_LATENCY_MS = 5000
@@ -127,6 +146,7 @@ class Shop:
         self.stock = dict(stock)
         self.locks = LeaseStore(client, prefix="shop-lock:")
         self.reserve_script = client.register_script(_RESERVE)
+        self.charge_script = client.register_script(_CHARGE)
         self.events = _Events()
 
     async def setup(self) -> None:
@@ -150,7 +170,15 @@ class Shop:
         if not payment_id or not isinstance(amount, int) or amount <= 0:
             return _error(400, "payment_id (string) and amount (positive integer) are required")
         await _simulated_latency(request)
-        charged = await self.client.hincrby(CHARGES, payment_id, 1)
+        token = fencing_token(request)
+        if token is None:  # not under the middleware (the broken variant): unfenced
+            charged = await self.client.hincrby(CHARGES, payment_id, 1)
+        else:
+            charged = await self.charge_script(
+                keys=[f"ledger:charge-fence:{payment_id}", CHARGES], args=[token, payment_id]
+            )
+            if charged == -1:
+                return _error(409, "a newer attempt of this payment owns it; this one was fenced")
         return JSONResponse(
             {"payment_id": payment_id, "amount": amount, "charge": charged, "pid": os.getpid()},
             status_code=201,
