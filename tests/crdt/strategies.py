@@ -35,7 +35,7 @@ _THOROUGH = os.environ.get("CRDT_HYPOTHESIS") == "thorough"
 CRDT_SETTINGS = settings(
     max_examples=400 if _THOROUGH else 40,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 STATEFUL_SETTINGS = settings(
     CRDT_SETTINGS, max_examples=300 if _THOROUGH else 40, stateful_step_count=40
