@@ -231,7 +231,10 @@ class CrdtStore(_Base[aioredis.Redis | aioredis.RedisCluster]):
             except (RedisError, OSError) as exc:
                 _raise_for(exc, name)
             state = kind() if raw is None else kind.from_bytes(_as_bytes(raw))
+            before = state.copy()
             mutate(state)
+            if raw is not None and state == before:
+                return state  # nothing new: no write, no change-log entry (ends sync echoes)
             call = ("cas", name, kind, [version or b"0", state.to_bytes()])
             if await self._run(call):
                 return state
@@ -284,7 +287,10 @@ class SyncCrdtStore(_Base[redis.Redis | redis.RedisCluster]):
             except (RedisError, OSError) as exc:
                 _raise_for(exc, name)
             state = kind() if raw is None else kind.from_bytes(_as_bytes(raw))
+            before = state.copy()
             mutate(state)
+            if raw is not None and state == before:
+                return state
             if self._run(("cas", name, kind, [version or b"0", state.to_bytes()])):
                 return state
         raise StoreConflictError(
