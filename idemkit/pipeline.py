@@ -124,7 +124,15 @@ class AutoPipeline:
             answered = 0
             try:
                 if conn is None:
-                    conn = self._conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+                    try:
+                        conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+                    except _RETRYABLE as exc:
+                        # Connecting already went through the client's own Retry (with its
+                        # backoff); retrying around it again would multiply the wait before
+                        # callers get their 503.
+                        _fail(batch, _as_redis_error(exc))
+                        return
+                    self._conn = conn
                 packed = conn.pack_commands([args for args, _ in batch])
                 await conn.send_packed_command(packed, check_health=False)
                 for _, future in batch:
@@ -143,8 +151,7 @@ class AutoPipeline:
                 batch = [item for item in batch[answered:] if not item[1].done()]
                 failures += 1
                 if failures > self._retries:
-                    error = exc if isinstance(exc, RedisError) else RedisConnectionError(str(exc))
-                    _fail(batch, error)
+                    _fail(batch, _as_redis_error(exc))
                     return
             except BaseException as exc:
                 # Cancelled runner (loop shutting down) or a bug: nobody may wait forever,
@@ -161,6 +168,10 @@ class AutoPipeline:
             await conn.disconnect()
         with contextlib.suppress(Exception):
             await self._pool.release(conn)
+
+
+def _as_redis_error(exc: BaseException) -> RedisError:
+    return exc if isinstance(exc, RedisError) else RedisConnectionError(str(exc))
 
 
 def _fail(batch: Sequence[_Pending], exc: BaseException) -> None:
