@@ -12,39 +12,61 @@ from idemkit.errors import (
     IdemkitError,
     IdempotencyError,
     InvalidKeyError,
+    InvalidLockNameError,
     KeyReuseError,
     LeaseError,
     LeaseLostError,
+    LockNotHeldError,
+    LockTimeoutError,
+    LockUsageError,
     RequestInFlightError,
+    StaleTokenError,
     StoreUnavailableError,
 )
+from idemkit.fence import Fence, SyncFence
 from idemkit.keys import parse_idempotency_key
 from idemkit.lease import Claim, LeaseStore, SyncLeaseStore
+from idemkit.lock import FencedLock, SyncFencedLock
 from idemkit.middleware import IdempotencyMiddleware
 from idemkit.policy import IdempotencyPolicy
 from idemkit.scope import credentials_caller, header_caller
+from idemkit.semaphore import FencedSemaphore, SyncFencedSemaphore
+from idemkit.sql_fence import fenced_update, fenced_upsert
 
 __all__ = [
     "Claim",
     "CodecError",
     "ConfigurationError",
+    "Fence",
+    "FencedLock",
+    "FencedSemaphore",
     "IdemkitError",
     "IdempotencyError",
     "IdempotencyMiddleware",
     "IdempotencyPolicy",
     "InvalidKeyError",
+    "InvalidLockNameError",
     "KeyReuseError",
     "LeaseContext",
     "LeaseError",
     "LeaseLostError",
     "LeaseStore",
+    "LockNotHeldError",
+    "LockTimeoutError",
+    "LockUsageError",
     "RequestInFlightError",
+    "StaleTokenError",
     "StoreUnavailableError",
     "StoredResponse",
+    "SyncFence",
+    "SyncFencedLock",
+    "SyncFencedSemaphore",
     "SyncLeaseStore",
     "credentials_caller",
     "embedded_redis",
     "embedded_sync_redis",
+    "fenced_update",
+    "fenced_upsert",
     "fencing_token",
     "header_caller",
     "idempotent",
