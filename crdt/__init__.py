@@ -23,6 +23,8 @@ from crdt.mvregister import MVRegister
 from crdt.ormap import ORMap
 from crdt.orset import ORSet
 from crdt.pncounter import PNCounter
+from crdt.redis_store import CrdtStore, SyncCrdtStore
+from crdt.sync import RegionSyncer
 from crdt.twopset import TwoPSet
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "Crdt",
     "CrdtCodecError",
     "CrdtError",
+    "CrdtStore",
     "DeltaMessage",
     "Dot",
     "GCounter",
@@ -41,7 +44,9 @@ __all__ = [
     "ORMap",
     "ORSet",
     "PNCounter",
+    "RegionSyncer",
     "StoreConflictError",
+    "SyncCrdtStore",
     "Timestamp",
     "TimestampReuseError",
     "TombstonedElementError",
