@@ -657,7 +657,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--fixed-rounds", type=int, default=2)
     parser.add_argument("--no-wrk", action="store_true", help="use the built-in load generator")
     parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
-    parser.add_argument("--notes", type=Path, help="markdown appended to the section")
+    parser.add_argument(
+        "--notes",
+        type=Path,
+        default=Path(__file__).with_name("http_notes.md"),
+        help="markdown appended to the section (default: bench/http_notes.md)",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     run = measure(args)
