@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from idemkit.keys import parse_idempotency_key
 from idemkit.testing import RedisServer
-from tests.idemkit.shop import Shop
+from tests.idemkit.shop import Shop, post_scope
 
 header_values = st.one_of(
     st.binary(max_size=300),
@@ -28,20 +28,7 @@ header_values = st.one_of(
 async def call(
     app: Any, headers: list[tuple[bytes, bytes]]
 ) -> tuple[int, dict[bytes, bytes], bytes]:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/payments",
-        "raw_path": b"/payments",
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
+    scope = post_scope("/payments", headers)
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:

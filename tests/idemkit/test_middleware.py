@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from idemkit.lease import LeaseStore
-from tests.idemkit.shop import Shop, client
+from tests.idemkit.shop import Shop, client, post_scope
 
 KEY = {"Idempotency-Key": "8e03978e-40d5-43e8-bc93-6894a57f9324"}
 
@@ -263,20 +263,7 @@ async def test_unhandled_exception_releases_the_key(shop: Shop, aredis: aioredis
 async def test_cancelled_request_releases_the_key(shop: Shop, aredis: aioredis.Redis) -> None:
     shop.gate = asyncio.Event()
     app = shop.app(store=aredis)
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/payments",
-        "raw_path": b"/payments",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"idempotency-key", b"cancel-me")],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
+    scope = post_scope("/payments", [(b"idempotency-key", b"cancel-me")])
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"x", "more_body": False}
