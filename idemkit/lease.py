@@ -108,11 +108,15 @@ class _Base(Generic[ClientT]):
         self.client = client
         self.prefix = prefix
         self._floor = b"1" if time_floor else b"0"
-        register = client.register_script  # type: ignore[attr-defined]
-        self._claim = register(load_script("lease_claim"))
-        self._renew = register(load_script("lease_renew"))
-        self._complete = register(load_script("lease_complete"))
-        self._release = register(load_script("lease_release"))
+        self._claim = self._script(load_script("lease_claim"))
+        self._renew = self._script(load_script("lease_renew"))
+        self._complete = self._script(load_script("lease_complete"))
+        self._release = self._script(load_script("lease_release"))
+
+    def _script(self, source: str) -> Any:
+        """How a script is run: the client's registered script (EVALSHA, loaded on first use).
+        Subclasses change the transport here, e.g. auto-pipelining (idemkit/pipeline.py)."""
+        return self.client.register_script(source)  # type: ignore[attr-defined]
 
     def record_key(self, name: str) -> str:
         """Redis key of the record called ``name``; the braces make it one Cluster slot."""

@@ -55,7 +55,6 @@ log = logging.getLogger("idemkit")
 _Pending = tuple[tuple[Any, ...], "asyncio.Future[Any]"]
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.IncompleteReadError)
 _PIPELINABLE = (Connection, SSLConnection, UnixDomainSocketConnection)
-_SCRIPT_ATTRIBUTES = ("_claim", "_renew", "_complete", "_release")
 
 
 def can_pipeline(client: object) -> bool:
@@ -219,16 +218,16 @@ class PipelinedScript:
 class PipelinedLeaseStore(LeaseStore):
     """A :class:`LeaseStore` whose scripts go through an :class:`AutoPipeline`.
 
-    Only the script objects are swapped, so every operation of the store (and its error
-    mapping to ``StoreUnavailableError``) stays the one defined in ``idemkit/lease.py``.
+    Only how scripts are run changes (:meth:`LeaseStore._script`), so every operation of the
+    store (and its error mapping to ``StoreUnavailableError``) stays the one defined in
+    ``idemkit/lease.py``.
     """
 
     def __init__(
         self, client: aioredis.Redis, *, prefix: str = DEFAULT_PREFIX, time_floor: bool = True
     ) -> None:
+        self._pipe = AutoPipeline(client)  # before super(): it registers the scripts
         super().__init__(client, prefix=prefix, time_floor=time_floor)
-        pipe = AutoPipeline(client)
-        for name in _SCRIPT_ATTRIBUTES:
-            script = getattr(self, name, None)
-            if isinstance(script, AsyncScript):
-                setattr(self, name, PipelinedScript(script, pipe))
+
+    def _script(self, source: str) -> PipelinedScript:
+        return PipelinedScript(self.client.register_script(source), self._pipe)
