@@ -35,17 +35,18 @@ from idemkit.codec import (
     encode_value,
     is_value_record,
 )
-from idemkit.engine import Engine, Renewal
+from idemkit.engine import Engine, Renewal, replay_headers
 from idemkit.errors import (
+    CodecError,
     ConfigurationError,
     InvalidKeyError,
     KeyReuseError,
     RequestInFlightError,
     StoreUnavailableError,
 )
-from idemkit.fingerprint import record_name, request_fingerprint
-from idemkit.keys import parse_idempotency_key
-from idemkit.lease import BUSY, COMPLETED, MISMATCH, Claim, LeaseStore, SyncLeaseStore
+from idemkit.fingerprint import record_name
+from idemkit.keys import key_from_headers
+from idemkit.lease import BUSY, COMPLETED, Claim, LeaseStore, SyncLeaseStore
 from idemkit.middleware import as_lease_store
 from idemkit.policy import IdempotencyPolicy, PolicyOptions
 
@@ -55,7 +56,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 KeyFunction = Callable[..., str]
 
-_REPLAYED = (b"idempotent-replayed", b"true")
+_KEY = "idempotency-key"
 
 
 def idempotent(
@@ -222,23 +223,16 @@ async def _http_call(
     policy = engine.policy
     if request.method not in policy.methods:
         return await fn(*args, **kwargs)
-    raw = request.headers.getlist("idempotency-key")
-    if len(raw) > 1:
-        return _problem_response(problems.duplicate_key_header())
-    if not raw:
-        return _problem_response(problems.missing_key())
     try:
-        key = parse_idempotency_key(raw[0].encode("latin-1"))
+        key = key_from_headers([v.encode("latin-1") for v in request.headers.getlist(_KEY)])
     except InvalidKeyError as exc:
         return _problem_response(problems.invalid_key(str(exc)))
+    if key is None:
+        return _problem_response(problems.missing_key())
     body = await request.body()
     if len(body) > policy.max_body_bytes:
         return _problem_response(problems.body_too_large(policy.max_body_bytes))
-    scope = request.scope
-    record = engine.store.record_key(record_name(policy.caller(scope), key))
-    fingerprint = request_fingerprint(
-        scope["method"], scope["path"], scope.get("query_string", b""), body
-    )
+    record, fingerprint = engine.identify(request.scope, key, body)
     try:
         claim = await engine.claim(record, fingerprint)
     except StoreUnavailableError:
@@ -249,18 +243,16 @@ async def _http_call(
         data = claim.result or b""
         if is_value_record(data):
             return decode_value(data)  # a plain result, serialised again by the framework
-        stored = decode_response(data)
+        try:
+            stored = decode_response(data)
+        except CodecError as exc:
+            return _problem_response(problems.unreadable(str(exc)))
         response = Response(content=stored.body, status_code=stored.status)
-        response.raw_headers = [
-            *stored.headers,
-            (b"content-length", str(len(stored.body)).encode()),
-            _REPLAYED,
-        ]
+        response.raw_headers = replay_headers(stored)
         return response
-    if claim.outcome == BUSY:
-        return _problem_response(problems.in_flight(policy.retry_after))
-    if claim.outcome == MISMATCH:
-        return _problem_response(problems.key_reused())
+    problem = problems.for_claim(claim.outcome, policy.retry_after)
+    if problem is not None:
+        return _problem_response(problem)
 
     renewal = Renewal(engine, record, claim.token)
     try:

@@ -7,10 +7,13 @@ import asyncio
 import logging
 import time
 
+from idemkit._types import Scope
+from idemkit.codec import StoredResponse
+from idemkit.fingerprint import record_name, request_fingerprint
 from idemkit.lease import BUSY, Claim, LeaseStore
 from idemkit.policy import IdempotencyPolicy
 
-__all__ = ["Engine", "Renewal"]
+__all__ = ["Engine", "Renewal", "replay_headers"]
 
 log = logging.getLogger("idemkit")
 
@@ -70,6 +73,17 @@ class Engine:
         self.policy = policy
         self._background: set[asyncio.Task[bool | None]] = set()
 
+    def identify(self, scope: Scope, key: str, body: bytes) -> tuple[str, bytes]:
+        """The record key (caller + key) and the fingerprint of an HTTP request."""
+        policy = self.policy
+        record = self.store.record_key(record_name(policy.caller(scope), key))
+        wanted = policy.fingerprint_headers
+        headers = sorted((n, v) for n, v in scope["headers"] if n in wanted) if wanted else ()
+        fingerprint = request_fingerprint(
+            scope["method"], scope["path"], scope.get("query_string", b""), body, headers
+        )
+        return record, fingerprint
+
     async def claim(self, record: str, fingerprint: bytes) -> Claim:
         """Claim the record; in wait mode, keep asking while another holder runs."""
         policy = self.policy
@@ -124,3 +138,13 @@ class Engine:
                 record,
             )
         return ok
+
+
+def replay_headers(stored: StoredResponse) -> list[tuple[bytes, bytes]]:
+    """Headers of a replayed response: the stored ones, a fresh length and the replay marks."""
+    headers = list(stored.headers)
+    headers.append((b"content-length", str(len(stored.body)).encode()))
+    headers.append((b"idempotent-replayed", b"true"))
+    if stored.body_omitted:
+        headers.append((b"idempotent-body-omitted", b"true"))
+    return headers

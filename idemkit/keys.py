@@ -7,9 +7,11 @@ A key is 1..255 visible ASCII characters (0x21-0x7E) after unquoting.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from idemkit.errors import InvalidKeyError
 
-__all__ = ["MAX_KEY_LENGTH", "parse_idempotency_key"]
+__all__ = ["MAX_KEY_LENGTH", "key_from_headers", "parse_idempotency_key"]
 
 MAX_KEY_LENGTH = 255
 _VISIBLE = frozenset(range(0x21, 0x7F))
@@ -35,6 +37,18 @@ def parse_idempotency_key(raw: bytes | str) -> str:
             "(0x21-0x7E) are allowed, e.g. a UUID"
         )
     return key.decode("ascii")
+
+
+def key_from_headers(values: Sequence[bytes]) -> str | None:
+    """The key of a request given all its ``Idempotency-Key`` values: None when there is none,
+    :class:`InvalidKeyError` when there are several or the one is malformed."""
+    if not values:
+        return None
+    if len(values) > 1:
+        raise InvalidKeyError(
+            "the request carries more than one Idempotency-Key header; send exactly one"
+        )
+    return parse_idempotency_key(values[0])
 
 
 def _unquote(data: bytes) -> bytes:

@@ -19,11 +19,10 @@ from idemkit import problem as problems
 from idemkit._types import ASGIApp, Message, Observer, Receive, Scope, Send
 from idemkit.codec import StoredResponse, decode_response, encode_response
 from idemkit.context import SCOPE_KEY, LeaseContext
-from idemkit.engine import Engine, Renewal
+from idemkit.engine import Engine, Renewal, replay_headers
 from idemkit.errors import CodecError, ConfigurationError, InvalidKeyError, StoreUnavailableError
-from idemkit.fingerprint import record_name, request_fingerprint
-from idemkit.keys import parse_idempotency_key
-from idemkit.lease import BUSY, COMPLETED, MISMATCH, LeaseStore
+from idemkit.keys import key_from_headers
+from idemkit.lease import BUSY, COMPLETED, LeaseStore
 from idemkit.pipeline import PipelinedLeaseStore, can_pipeline
 from idemkit.policy import IdempotencyPolicy, PolicyOptions
 from idemkit.problem import Problem
@@ -33,8 +32,6 @@ __all__ = ["IdempotencyMiddleware", "as_lease_store"]
 log = logging.getLogger("idemkit")
 
 _KEY_HEADER = b"idempotency-key"
-_REPLAYED = (b"idempotent-replayed", b"true")
-_BODY_OMITTED = (b"idempotent-body-omitted", b"true")
 
 
 def as_lease_store(store: LeaseStore | aioredis.Redis | aioredis.RedisCluster) -> LeaseStore:
@@ -95,23 +92,16 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)
             return
 
-        raw_key: bytes | None = None
-        for name, value in scope["headers"]:
-            if name == _KEY_HEADER:
-                if raw_key is not None:
-                    await self._reject(send, problems.duplicate_key_header(), "rejected")
-                    return
-                raw_key = value
-        if raw_key is None:
+        try:
+            key = key_from_headers([v for n, v in scope["headers"] if n == _KEY_HEADER])
+        except InvalidKeyError as exc:
+            await self._reject(send, problems.invalid_key(str(exc)), "rejected")
+            return
+        if key is None:
             if self._require_all or (self._required is not None and self._required.match(path)):
                 await self._reject(send, problems.missing_key(), "rejected")
                 return
             await self.app(scope, receive, send)
-            return
-        try:
-            key = parse_idempotency_key(raw_key)
-        except InvalidKeyError as exc:
-            await self._reject(send, problems.invalid_key(str(exc)), "rejected")
             return
 
         body = await self._read_body(receive, send)
@@ -123,14 +113,7 @@ class IdempotencyMiddleware:
         self, scope: Scope, receive: Receive, send: Send, key: str, body: bytes
     ) -> None:
         policy = self.policy
-        record = self.store.record_key(record_name(policy.caller(scope), key))
-        fingerprint = request_fingerprint(
-            scope["method"],
-            scope["path"],
-            scope.get("query_string", b""),
-            body,
-            self._fingerprint_headers(scope) if policy.fingerprint_headers else (),
-        )
+        record, fingerprint = self.engine.identify(scope, key, body)
         replay_receive = _ReplayReceive(body, receive)
         try:
             claim = await self.engine.claim(record, fingerprint)
@@ -148,12 +131,12 @@ class IdempotencyMiddleware:
 
         if claim.outcome == COMPLETED:
             await self._replay(send, claim.result or b"")
-        elif claim.outcome == BUSY:
-            await self._reject(send, problems.in_flight(policy.retry_after), "conflict")
-        elif claim.outcome == MISMATCH:
-            await self._reject(send, problems.key_reused(), "mismatch")
-        else:
+            return
+        problem = problems.for_claim(claim.outcome, policy.retry_after)
+        if problem is None:  # claimed: this request runs the handler
             await self._execute(scope, replay_receive, send, record, claim.token)
+        else:
+            await self._reject(send, problem, "conflict" if claim.outcome == BUSY else "mismatch")
 
     async def _execute(
         self, scope: Scope, receive: Receive, send: Send, record: str, token: int
@@ -217,25 +200,16 @@ class IdempotencyMiddleware:
             stored = decode_response(data)
         except CodecError as exc:
             log.error("idemkit: stored response unreadable: %s", exc)
-            await self._reject(
-                send,
-                Problem(
-                    500,
-                    "stored-response-unreadable",
-                    "Stored response unreadable",
-                    "the request was already processed but its stored response cannot be read by "
-                    "this version of the service; it will not be processed again",
-                ),
-                "rejected",
-            )
+            await self._reject(send, problems.unreadable(str(exc)), "rejected")
             return
-        headers = list(stored.headers)
-        headers.append((b"content-length", str(len(stored.body)).encode()))
-        headers.append(_REPLAYED)
-        if stored.body_omitted:
-            headers.append(_BODY_OMITTED)
         self._emit("replayed")
-        await send({"type": "http.response.start", "status": stored.status, "headers": headers})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": stored.status,
+                "headers": replay_headers(stored),
+            }
+        )
         await send({"type": "http.response.body", "body": stored.body})
 
     async def _read_body(self, receive: Receive, send: Send) -> bytes | None:
@@ -258,10 +232,6 @@ class IdempotencyMiddleware:
         if len(chunks) == 1:
             return chunks[0]
         return b"".join(chunks)
-
-    def _fingerprint_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
-        wanted = self.policy.fingerprint_headers
-        return sorted((n, v) for n, v in scope["headers"] if n in wanted)
 
     async def _reject(self, send: Send, problem: Problem, event: str) -> None:
         self._emit(event)

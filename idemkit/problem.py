@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from idemkit.lease import BUSY, MISMATCH
+
 __all__ = ["Problem", "problem_headers"]
 
 _TYPE_BASE = "urn:idemkit:problem:"
@@ -59,15 +61,6 @@ def invalid_key(reason: str) -> Problem:
     return Problem(400, "invalid-key", "Invalid Idempotency-Key", reason)
 
 
-def duplicate_key_header() -> Problem:
-    return Problem(
-        400,
-        "invalid-key",
-        "Invalid Idempotency-Key",
-        "the request carries more than one Idempotency-Key header; send exactly one",
-    )
-
-
 def body_too_large(limit: int) -> Problem:
     return Problem(
         413,
@@ -107,3 +100,22 @@ def store_unavailable(retry_after: float) -> Problem:
         "retry the same request with the same Idempotency-Key later",
         retry_after,
     )
+
+
+def unreadable(reason: str) -> Problem:
+    return Problem(
+        500,
+        "stored-response-unreadable",
+        "Stored response unreadable",
+        "the request was already processed but its stored response cannot be read by this "
+        f"version of the service ({reason}); it will not be processed again",
+    )
+
+
+def for_claim(outcome: int, retry_after: float) -> Problem | None:
+    """The answer to a claim that neither granted the lease nor found a stored result."""
+    if outcome == BUSY:
+        return in_flight(retry_after)
+    if outcome == MISMATCH:
+        return key_reused()
+    return None

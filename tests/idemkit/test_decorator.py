@@ -178,3 +178,28 @@ async def test_unserialisable_result_is_a_clear_error(aredis: aioredis.Redis) ->
 
     with pytest.raises(CodecError, match="msgpack"):
         await make()
+
+
+async def test_decorator_shares_the_middlewares_fingerprint_and_replay_rules(
+    aredis: aioredis.Redis,
+) -> None:
+    calls = Counter[str]()
+
+    @idempotent(aredis, fingerprint_headers=["X-Currency"], max_response_bytes=10)
+    async def create(request: Request) -> Response:
+        calls["create"] += 1
+        return Response(b"x" * 50, status_code=201)
+
+    app = Starlette(routes=[Route("/orders", create, methods=["POST"])])
+    async with client(app) as c:
+        await c.post("/orders", headers={**KEY, "X-Currency": "EUR"})
+        mismatch = await c.post("/orders", headers={**KEY, "X-Currency": "USD"})
+        replay = await c.post("/orders", headers={**KEY, "X-Currency": "EUR"})
+        twice = await c.post(
+            "/orders", headers=[("Idempotency-Key", "a"), ("Idempotency-Key", "b")]
+        )
+    assert mismatch.status_code == 422
+    assert replay.status_code == 201 and replay.content == b""
+    assert replay.headers["idempotent-body-omitted"] == "true"
+    assert twice.status_code == 400 and "more than one" in twice.json()["detail"]
+    assert calls["create"] == 1
