@@ -1,0 +1,14 @@
+"""Throwaway servers on free loopback ports, for tests, load tests and benchmarks.
+
+Used by the test suite, the load-test driver and the benchmarks; usable from an
+application's own tests. Fault injection is explicit: :meth:`RedisServer.kill` (SIGKILL),
+:meth:`RedisServer.stop` (SIGTERM), :meth:`RedisServer.pause` / :meth:`RedisServer.resume`
+(SIGSTOP / SIGCONT) and :meth:`RedisServer.restart` on the same port and data directory.
+"""
+
+from __future__ import annotations
+
+from idemkit.testing.redis_cluster import RedisCluster
+from idemkit.testing.redis_server import RedisServer, free_port, redis_binary
+
+__all__ = ["RedisCluster", "RedisServer", "free_port", "redis_binary"]
