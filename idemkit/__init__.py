@@ -7,6 +7,8 @@ from idemkit.context import LeaseContext, fencing_token, lease_context
 from idemkit.decorator import idempotent
 from idemkit.embedded import embedded_redis, embedded_sync_redis
 from idemkit.errors import (
+    CallArgumentError,
+    CallerIdentityError,
     CodecError,
     ConfigurationError,
     IdemkitError,
@@ -20,6 +22,7 @@ from idemkit.errors import (
     LockTimeoutError,
     LockUsageError,
     RequestInFlightError,
+    ResultNotStoredError,
     StaleTokenError,
     StoreUnavailableError,
 )
@@ -28,15 +31,20 @@ from idemkit.keys import parse_idempotency_key
 from idemkit.lease import Claim, LeaseStore, SyncLeaseStore
 from idemkit.lock import FencedLock, SyncFencedLock
 from idemkit.middleware import IdempotencyMiddleware
+from idemkit.observe import Event, Observer
 from idemkit.policy import IdempotencyPolicy
-from idemkit.scope import credentials_caller, header_caller
+from idemkit.scope import credentials_caller, header_caller, user_caller
 from idemkit.semaphore import FencedSemaphore, SyncFencedSemaphore
 from idemkit.sql_fence import fenced_update, fenced_upsert
+from idemkit.values import MsgpackSerializer, Serializer
 
 __all__ = [
+    "CallArgumentError",
+    "CallerIdentityError",
     "Claim",
     "CodecError",
     "ConfigurationError",
+    "Event",
     "Fence",
     "FencedLock",
     "FencedSemaphore",
@@ -54,7 +62,11 @@ __all__ = [
     "LockNotHeldError",
     "LockTimeoutError",
     "LockUsageError",
+    "MsgpackSerializer",
+    "Observer",
     "RequestInFlightError",
+    "ResultNotStoredError",
+    "Serializer",
     "StaleTokenError",
     "StoreUnavailableError",
     "StoredResponse",
@@ -72,4 +84,5 @@ __all__ = [
     "idempotent",
     "lease_context",
     "parse_idempotency_key",
+    "user_caller",
 ]

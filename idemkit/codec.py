@@ -1,4 +1,4 @@
-"""Versioned msgpack encoding of stored responses and results.
+"""Versioned msgpack encoding of stored responses and function results.
 
 A record is a msgpack array whose first element is the format version. Readers accept the
 versions they know and raise :class:`~idemkit.errors.CodecError` for anything else, so a
@@ -17,16 +17,18 @@ from idemkit.errors import CodecError
 __all__ = [
     "FORMAT_VERSION",
     "StoredResponse",
+    "StoredResult",
     "decode_response",
-    "decode_value",
+    "decode_result",
     "encode_response",
-    "encode_value",
-    "is_value_record",
+    "encode_result",
 ]
 
 FORMAT_VERSION = 1
 _KIND_RESPONSE = 1
-_KIND_VALUE = 2
+# 2 was a result packed inline (0.1); results are now the serializer's bytes (kind 3)
+_KIND_RESULT = 3
+_KIND_UNSTORED = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,27 +75,33 @@ def decode_response(data: bytes) -> StoredResponse:
         raise CodecError(f"stored response has an invalid shape: {exc}") from None
 
 
-def encode_value(value: Any) -> bytes:
-    """Encode a function result; raises CodecError for values msgpack cannot represent."""
-    try:
-        packed: bytes = msgpack.packb([FORMAT_VERSION, _KIND_VALUE, value], use_bin_type=True)
-        return packed
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise CodecError(
-            f"result of type {type(value).__name__} cannot be stored with msgpack ({exc}); "
-            "return plain data (dict, list, str, bytes, int, float, bool, None)"
-        ) from None
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    """The stored outcome of an idempotent function call: the serializer's bytes of its
+    result, or the name of the result's type when it could not be serialized."""
+
+    payload: bytes | None
+    unstored_type: str | None = None
 
 
-def decode_value(data: bytes) -> Any:
-    (value,) = _unpack(data, _KIND_VALUE)
-    return value
+def encode_result(result: StoredResult) -> bytes:
+    if result.payload is not None:
+        fields: list[Any] = [FORMAT_VERSION, _KIND_RESULT, result.payload]
+    else:
+        fields = [FORMAT_VERSION, _KIND_UNSTORED, result.unstored_type or "?"]
+    packed: bytes = msgpack.packb(fields, use_bin_type=True)
+    return packed
 
 
-def is_value_record(data: bytes) -> bool:
-    """True for records written by :func:`encode_value` (checks the header bytes only)."""
-    # fixarray marker, then positive fixint version and kind
-    return len(data) >= 3 and data[1] == FORMAT_VERSION and data[2] == _KIND_VALUE
+def decode_result(data: bytes) -> StoredResult:
+    kind = data[2] if len(data) >= 3 else None
+    if kind == _KIND_UNSTORED:
+        (type_name,) = _unpack(data, _KIND_UNSTORED)
+        return StoredResult(None, str(type_name))
+    (payload,) = _unpack(data, _KIND_RESULT)
+    if not isinstance(payload, bytes):
+        raise CodecError("stored result has an invalid shape")
+    return StoredResult(payload)
 
 
 def _unpack(data: bytes, kind: int) -> list[Any]:

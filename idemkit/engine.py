@@ -1,39 +1,60 @@
 """The claim / renew / finish cycle of one idempotent execution, shared by the middleware
-and the decorator. Every step is one call to the fenced lease store."""
+and the decorator. Every step is one call to the fenced lease store, bounded by the
+policy's ``store_timeout`` whatever the Redis client's own retry settings."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Coroutine
+from typing import Any, TypeVar
 
 from idemkit._types import Scope
-from idemkit.codec import StoredResponse
+from idemkit.errors import StoreUnavailableError
 from idemkit.fingerprint import record_name, request_fingerprint
 from idemkit.lease import BUSY, Claim, LeaseStore
 from idemkit.policy import IdempotencyPolicy
+from idemkit.ratelog import RateLimitedLog
 
-__all__ = ["Engine", "Renewal", "replay_headers"]
+__all__ = ["Engine", "Renewal"]
 
 log = logging.getLogger("idemkit")
+T = TypeVar("T")
+
+# Completions that failed are retried with this backoff until the lease would end.
+_RETRY_FIRST = 0.05
+_RETRY_MAX = 1.0
 
 
 class Renewal:
-    """Keeps a lease alive while a handler runs.
+    """Keeps a lease alive while a handler runs, and knows until when it is valid.
 
     A timer, not a task: handlers that finish within one renewal interval (nearly all of them)
     cost one ``call_later`` and no extra round trip.
     """
 
-    __slots__ = ("_engine", "_handle", "_record", "_stopped", "_task", "_token", "lost")
+    __slots__ = (
+        "_engine",
+        "_handle",
+        "_record",
+        "_stopped",
+        "_task",
+        "_token",
+        "lost",
+        "valid_until",
+    )
 
-    def __init__(self, engine: Engine, record: str, token: int) -> None:
+    def __init__(self, engine: Engine, record: str, token: int, granted_at: float) -> None:
         self._engine = engine
         self._record = record
         self._token = token
         self._stopped = False
         self._task: asyncio.Task[None] | None = None
         self.lost = False
+        # Monotonic time until which the lease surely holds: counted from when the claim
+        # was sent, so it never overestimates the server's view.
+        self.valid_until = granted_at + engine.policy.lease
         loop = asyncio.get_running_loop()
         self._handle: asyncio.TimerHandle | None = loop.call_later(
             engine.policy.renew_interval, self._fire
@@ -46,14 +67,22 @@ class Renewal:
 
     async def _renew(self) -> None:
         policy = self._engine.policy
+        sent = time.monotonic()
         try:
-            ok = await self._engine.store.renew(self._record, self._token, policy.lease_ms)
-        except Exception as exc:  # keep trying: the lease outlives two missed renewals
-            log.warning("idemkit: lease renewal failed, will retry: %s", exc)
+            ok = await self._engine.bounded(
+                self._engine.store.renew(self._record, self._token, policy.lease_ms)
+            )
+        except StoreUnavailableError as exc:  # keep trying: the lease outlives two misses
+            self._engine.log.log(logging.WARNING, "renew-failed", f"lease renewal failed: {exc}")
             ok = True
+        else:
+            if ok:
+                self.valid_until = sent + policy.lease
         if not ok:
             self.lost = True
-            log.warning("idemkit: lease lost while the handler ran (record %s)", self._record)
+            self._engine.log.log(
+                logging.WARNING, "lease-lost", "lease lost while the handler ran (taken over)"
+            )
             return
         if not self._stopped:
             loop = asyncio.get_running_loop()
@@ -72,11 +101,13 @@ class Engine:
         self.store = store
         self.policy = policy
         self._background: set[asyncio.Task[bool | None]] = set()
+        # One line per cause and interval during an outage (per middleware or decorator).
+        self.log = RateLimitedLog(log)
 
-    def identify(self, scope: Scope, key: str, body: bytes) -> tuple[str, bytes]:
+    def identify(self, scope: Scope, caller: str, key: str, body: bytes) -> tuple[str, bytes]:
         """The record key (caller + key) and the fingerprint of an HTTP request."""
         policy = self.policy
-        record = self.store.record_key(record_name(policy.caller(scope), key))
+        record = self.store.record_key(record_name(caller, key))
         wanted = policy.fingerprint_headers
         headers = sorted((n, v) for n, v in scope["headers"] if n in wanted) if wanted else ()
         fingerprint = request_fingerprint(
@@ -84,10 +115,22 @@ class Engine:
         )
         return record, fingerprint
 
+    async def bounded(self, operation: Awaitable[T]) -> T:
+        """``operation`` within ``store_timeout``; a timeout is a store outage."""
+        try:
+            async with asyncio.timeout(self.policy.store_timeout):
+                return await operation
+        except TimeoutError:
+            raise StoreUnavailableError(
+                f"Redis did not answer within store_timeout ({self.policy.store_timeout} s)"
+            ) from None
+
     async def claim(self, record: str, fingerprint: bytes) -> Claim:
         """Claim the record; in wait mode, keep asking while another holder runs."""
         policy = self.policy
-        claim = await self.store.claim(record, fingerprint, policy.lease_ms, policy.ttl_ms)
+        claim = await self.bounded(
+            self.store.claim(record, fingerprint, policy.lease_ms, policy.ttl_ms)
+        )
         if claim.outcome != BUSY or policy.wait <= 0:
             return claim
         deadline = time.monotonic() + policy.wait
@@ -98,53 +141,75 @@ class Engine:
                 break
             await asyncio.sleep(min(delay, remaining, claim.retry_after_ms / 1000))
             delay = min(delay * 2, 0.25)
-            claim = await self.store.claim(record, fingerprint, policy.lease_ms, policy.ttl_ms)
+            claim = await self.bounded(
+                self.store.claim(record, fingerprint, policy.lease_ms, policy.ttl_ms)
+            )
         return claim
 
-    async def finish(self, record: str, token: int, result: bytes | None) -> bool | None:
+    async def finish(
+        self, record: str, token: int, result: bytes | None, valid_until: float | None = None
+    ) -> bool | None:
         """Store ``result`` (or release the key when it is None) unless fenced out.
 
         Returns True when the store accepted it, False when a newer fencing token owns the
         record, None when the store failed. Never raises for store failures: by now the
-        handler has run, and a failure only means the lease will expire on its own.
+        handler has run. A completion that failed keeps being retried in the background
+        until ``valid_until`` (the end of the lease, monotonic): a completion written within
+        the lease still prevents a second execution.
         """
         try:
-            return await self._finish(record, token, result)
+            ok = await self._finish(record, token, result)
         except asyncio.CancelledError:
             # The caller is being cancelled mid-write; finish in the background so the key is
             # not left locked until its lease expires.
-            task = asyncio.get_running_loop().create_task(self._finish(record, token, result))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._spawn(self._finish(record, token, result))
             raise
-
-    async def _finish(self, record: str, token: int, result: bytes | None) -> bool | None:
-        try:
-            if result is None:
-                return await self.store.release(record, token)
-            ok = await self.store.complete(record, token, result, self.policy.ttl_ms)
-        except Exception as exc:
-            log.warning(
-                "idemkit: could not %s record %s: %s",
-                "release" if result is None else "store the result of",
-                record,
-                exc,
-            )
-            return None
-        if not ok:
-            log.warning(
-                "idemkit: result not stored: a newer fencing token owns record %s "
-                "(the handler outlived its lease)",
-                record,
-            )
+        if ok is None and result is not None and valid_until is not None:
+            self._spawn(self._retry_completion(record, token, result, valid_until))
         return ok
 
+    def _spawn(self, operation: Coroutine[Any, Any, bool | None]) -> None:
+        task = asyncio.get_running_loop().create_task(operation)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
-def replay_headers(stored: StoredResponse) -> list[tuple[bytes, bytes]]:
-    """Headers of a replayed response: the stored ones, a fresh length and the replay marks."""
-    headers = list(stored.headers)
-    headers.append((b"content-length", str(len(stored.body)).encode()))
-    headers.append((b"idempotent-replayed", b"true"))
-    if stored.body_omitted:
-        headers.append((b"idempotent-body-omitted", b"true"))
-    return headers
+    async def _retry_completion(
+        self, record: str, token: int, result: bytes, valid_until: float
+    ) -> bool | None:
+        delay = _RETRY_FIRST
+        while time.monotonic() + delay < valid_until:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX)
+            ok = await self._finish(record, token, result, quiet=True)
+            if ok is not None:
+                if ok:
+                    self.log.log(logging.INFO, "completed-late", "result stored after a retry")
+                return ok
+        self.log.log(
+            logging.ERROR,
+            "completion-lost",
+            "result not stored before the lease ended; a retry may run the handler again",
+        )
+        return None
+
+    async def _finish(
+        self, record: str, token: int, result: bytes | None, *, quiet: bool = False
+    ) -> bool | None:
+        store = self.store
+        try:
+            if result is None:
+                return await self.bounded(store.release(record, token))
+            ok = await self.bounded(store.complete(record, token, result, self.policy.ttl_ms))
+        except StoreUnavailableError as exc:
+            if not quiet:
+                what = "release" if result is None else "store the result of"
+                self.log.log(logging.WARNING, "store-failed", f"could not {what} a request: {exc}")
+            return None
+        if not ok:
+            self.log.log(
+                logging.WARNING,
+                "fenced",
+                "result not stored: a newer fencing token owns the record "
+                "(the handler outlived its lease)",
+            )
+        return ok

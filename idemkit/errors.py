@@ -9,9 +9,12 @@ Every public error derives from :class:`IdemkitError`::
     ├── InvalidKeyError (ValueError)         an Idempotency-Key that breaks the syntax rules
     ├── CodecError (ValueError)              stored bytes that are corrupt or of another version
     ├── StoreUnavailableError                Redis could not be reached or answered with an error
+    ├── CallerIdentityError                  the caller of a keyed request cannot be identified
     ├── IdempotencyError                     outcomes of the decorator for plain functions
     │   ├── RequestInFlightError             the same key is still being executed elsewhere
-    │   └── KeyReuseError                    the same key was used for different arguments
+    │   ├── KeyReuseError                    the same key was used for different arguments
+    │   ├── CallArgumentError (TypeError)    an argument has no canonical encoding to fingerprint
+    │   └── ResultNotStoredError             the call ran, but its result could not be stored
     └── LeaseError                           fenced-lease problems
         ├── LeaseLostError                   the lease expired or was taken over by a newer token
         ├── LockNotHeldError                 release/extend through a handle that holds nothing
@@ -25,6 +28,8 @@ The HTTP layer never lets these escape as a 500: it maps them to problem+json re
 from __future__ import annotations
 
 __all__ = [
+    "CallArgumentError",
+    "CallerIdentityError",
     "CodecError",
     "ConfigurationError",
     "IdemkitError",
@@ -38,6 +43,7 @@ __all__ = [
     "LockTimeoutError",
     "LockUsageError",
     "RequestInFlightError",
+    "ResultNotStoredError",
     "StaleTokenError",
     "StoreUnavailableError",
 ]
@@ -63,6 +69,11 @@ class StoreUnavailableError(IdemkitError):
     """The store (Redis) could not be reached or failed; retrying later is safe."""
 
 
+class CallerIdentityError(IdemkitError):
+    """The caller of a keyed request cannot be identified (e.g. an authenticated user object
+    without ``identity``): its stored responses could not be kept apart from other callers'."""
+
+
 class IdempotencyError(IdemkitError):
     """Base class for outcomes of ``@idempotent`` that are not a result."""
 
@@ -77,6 +88,20 @@ class RequestInFlightError(IdempotencyError):
 
 class KeyReuseError(IdempotencyError):
     """The key was already used for a call with different arguments; use a fresh key."""
+
+
+class CallArgumentError(IdempotencyError, TypeError):
+    """An argument of an idempotent call has no canonical encoding, so two calls could not be
+    compared; the message names the parameter and the type. Nothing was executed."""
+
+
+class ResultNotStoredError(IdempotencyError):
+    """An earlier call with this key ran to completion, but its result could not be stored
+    (the message names the type). The function is not run again for this key."""
+
+    def __init__(self, message: str, *, type_name: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
 
 
 class LeaseError(IdemkitError):

@@ -38,10 +38,13 @@ def request_fingerprint(
     return h.digest()
 
 
-def record_name(caller: str, key: str) -> str:
-    """Hex digest naming the record of ``key`` for ``caller``; never the raw key (logs, keys)."""
+def record_name(caller: str, key: str | bytes) -> str:
+    """Hex digest naming the record of ``key`` for ``caller``; never the raw key (logs, keys).
+
+    A text key and its UTF-8 bytes name the same record.
+    """
     h = blake2b(digest_size=16)
     h.update(caller.encode("utf-8", "surrogateescape"))
     h.update(b"\0")
-    h.update(key.encode("ascii"))
+    h.update(key if isinstance(key, bytes) else key.encode("utf-8", "surrogateescape"))
     return h.hexdigest()

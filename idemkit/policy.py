@@ -9,26 +9,36 @@ from typing import TypedDict
 from idemkit.errors import ConfigurationError
 from idemkit.scope import CallerResolver, credentials_caller
 
-__all__ = ["DEFAULT_EXCLUDED_HEADERS", "IdempotencyPolicy", "PolicyOptions"]
+__all__ = [
+    "ALWAYS_EXCLUDED_HEADERS",
+    "DEFAULT_EXCLUDED_HEADERS",
+    "IdempotencyPolicy",
+    "PolicyOptions",
+]
 
-# Never replayed to another connection: cookies carry per-session state, hop-by-hop headers
-# describe one connection, Date and Content-Length are recomputed for the replay.
-DEFAULT_EXCLUDED_HEADERS: frozenset[str] = frozenset(
+# Never replayed, whatever the configuration: they describe one transfer (framing), or are
+# the replay marks themselves, and the replay sets its own.
+ALWAYS_EXCLUDED_HEADERS: frozenset[str] = frozenset(
     {
-        "set-cookie",
+        "content-length",
+        "transfer-encoding",
         "connection",
         "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
         "te",
         "trailer",
-        "transfer-encoding",
         "upgrade",
-        "date",
-        "content-length",
         "idempotent-replayed",
+        "idempotent-body-omitted",
     }
 )
+# Not replayed by default: cookies carry per-session state, proxy headers belong to one hop,
+# Date is recomputed by the server for the replay.
+DEFAULT_EXCLUDED_HEADERS: frozenset[str] = ALWAYS_EXCLUDED_HEADERS | {
+    "set-cookie",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "date",
+}
 
 
 class PolicyOptions(TypedDict, total=False):
@@ -45,6 +55,7 @@ class PolicyOptions(TypedDict, total=False):
     wait: float
     fail_open: bool
     retry_after: float
+    store_timeout: float
     caller: CallerResolver
 
 
@@ -63,6 +74,7 @@ class IdempotencyPolicy:
     wait: float = 0.0
     fail_open: bool = False
     retry_after: float = 1.0
+    store_timeout: float = 1.0
     caller: CallerResolver = credentials_caller
 
     @property
@@ -96,7 +108,12 @@ class IdempotencyPolicy:
         for name in ("replay_exclude_headers", "fingerprint_headers"):
             if name in values:
                 headers = tuple(str(h).lower().encode("latin-1") for h in _iter(values, name))
-                values[name] = frozenset(headers) if name == "replay_exclude_headers" else headers
+                values[name] = headers
+        if "replay_exclude_headers" in values:
+            always = {h.encode() for h in ALWAYS_EXCLUDED_HEADERS}
+            values["replay_exclude_headers"] = frozenset(
+                (*_iter(values, "replay_exclude_headers"), *always)
+            )
         policy = cls(**values)  # type: ignore[arg-type]
         policy.check()
         return policy
@@ -114,6 +131,10 @@ class IdempotencyPolicy:
             raise ConfigurationError("max_body_bytes and max_response_bytes must be >= 0")
         if self.wait < 0 or self.retry_after <= 0:
             raise ConfigurationError("wait must be >= 0 and retry_after > 0 seconds")
+        if not self.store_timeout > 0:
+            raise ConfigurationError(
+                f"store_timeout must be positive seconds, got {self.store_timeout!r}"
+            )
         if not self.methods:
             raise ConfigurationError("methods must name at least one HTTP method")
         if not callable(self.caller):

@@ -70,6 +70,35 @@ def body_too_large(limit: int) -> Problem:
     )
 
 
+def invalid_length() -> Problem:
+    return Problem(
+        400,
+        "invalid-content-length",
+        "Invalid Content-Length",
+        "the Content-Length header is not a number; send the body's length in bytes",
+    )
+
+
+def client_gone() -> Problem:
+    return Problem(
+        400,
+        "client-disconnected",
+        "Client disconnected",
+        "the client went away before the request body arrived; the request was not processed",
+    )
+
+
+def caller_unidentified(cause: str) -> Problem:
+    return Problem(
+        500,
+        "caller-unidentified",
+        "Caller cannot be identified",
+        "the request was not processed: the service could not tell who is calling, so it "
+        "cannot keep this caller's stored responses apart from other callers' "
+        f"({cause}); this is a configuration error of the service",
+    )
+
+
 def key_reused() -> Problem:
     return Problem(
         422,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
+from idemkit.observe import Event
+
 __all__ = ["PrometheusObserver"]
 
 
@@ -36,7 +38,8 @@ class PrometheusObserver:
             )
         }
 
-    def __call__(self, outcome: str) -> None:
+    def __call__(self, event: Event) -> None:
+        outcome = event.outcome
         child = self._children.get(outcome)
         if child is None:
             child = self._children[outcome] = self.counter.labels(outcome)

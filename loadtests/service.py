@@ -36,6 +36,7 @@ from starlette.routing import Route
 from idemkit.context import fencing_token
 from idemkit.lease import BUSY, CLAIMED, LeaseStore
 from idemkit.middleware import IdempotencyMiddleware
+from idemkit.observe import Event
 
 __all__ = [
     "BROKEN_MODES",
@@ -121,8 +122,8 @@ class _Events:
     def __init__(self) -> None:
         self.pending: Counter[str] = Counter()
 
-    def __call__(self, event: str) -> None:
-        self.pending[event] += 1
+    def __call__(self, event: Event) -> None:
+        self.pending[event.outcome] += 1
 
     async def flush(self, client: Any) -> None:
         if not self.pending:
