@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from idemkit.codec import StoredResult, decode_result, encode_result
-from idemkit.engine import Engine, Renewal
+from idemkit.engine import Engine, Renewal, outcome_of
 from idemkit.errors import (
     ConfigurationError,
     InvalidKeyError,
@@ -41,7 +41,15 @@ from idemkit.errors import (
     StoreUnavailableError,
 )
 from idemkit.fingerprint import record_name
-from idemkit.lease import BUSY, CLAIMED, COMPLETED, Claim, LeaseStore, SyncLeaseStore
+from idemkit.lease import (
+    BUSY,
+    CLAIMED,
+    COMPLETED,
+    Claim,
+    Completion,
+    LeaseStore,
+    SyncLeaseStore,
+)
 from idemkit.observe import Observer, Stopwatch, emit
 from idemkit.policy import IdempotencyPolicy
 from idemkit.ratelog import RateLimitedLog
@@ -204,8 +212,8 @@ def wrap_async(
             await engine.finish(record, claim.token, None)
             raise
         renewal.stop()
-        ok = await engine.finish(record, claim.token, spec.encode(result), renewal.valid_until)
-        spec.emit(clock, "executed" if ok else ("fenced" if ok is False else "store_failed"))
+        done = await engine.finish(record, claim.token, spec.encode(result), renewal.valid_until)
+        spec.emit(clock, outcome_of(done))
         return result
 
     return wrapper
@@ -254,8 +262,8 @@ def wrap_sync(
                 store.release(record, granted.token)
             raise
         renewer.stop()
-        ok = _sync_complete(store, record, granted.token, spec.encode(result), policy, renewer)
-        spec.emit(clock, "executed" if ok else ("fenced" if ok is False else "store_failed"))
+        done = _sync_complete(store, record, granted.token, spec.encode(result), policy, renewer)
+        spec.emit(clock, outcome_of(done))
         return result
 
     return wrapper
@@ -302,7 +310,7 @@ def _sync_complete(
     data: bytes,
     policy: IdempotencyPolicy,
     renewal: _SyncRenewal,
-) -> bool | None:
+) -> Completion | None:
     try:
         return store.complete(record, token, data, policy.ttl_ms)
     except StoreUnavailableError as exc:

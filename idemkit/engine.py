@@ -7,17 +7,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from idemkit._types import Scope
-from idemkit.errors import StoreUnavailableError
+from idemkit.errors import EvictingStoreError, StoreUnavailableError
 from idemkit.fingerprint import record_name, request_fingerprint
-from idemkit.lease import BUSY, Claim, LeaseStore
+from idemkit.lease import BUSY, Claim, Completion, LeaseStore
 from idemkit.policy import IdempotencyPolicy
 from idemkit.ratelog import RateLimitedLog
 
-__all__ = ["Engine", "Renewal"]
+__all__ = ["Engine", "Renewal", "outcome_of"]
 
 log = logging.getLogger("idemkit")
 T = TypeVar("T")
@@ -100,9 +100,11 @@ class Engine:
     def __init__(self, store: LeaseStore, policy: IdempotencyPolicy) -> None:
         self.store = store
         self.policy = policy
-        self._background: set[asyncio.Task[bool | None]] = set()
+        self._background: set[asyncio.Task[Completion | None]] = set()
         # One line per cause and interval during an outage (per middleware or decorator).
         self.log = RateLimitedLog(log)
+        self._eviction_checked = False
+        self.evicting: str | None = None  # the evicting maxmemory-policy, once checked
 
     def identify(self, scope: Scope, caller: str, key: str, body: bytes) -> tuple[str, bytes]:
         """The record key (caller + key) and the fingerprint of an HTTP request."""
@@ -125,8 +127,32 @@ class Engine:
                 f"Redis did not answer within store_timeout ({self.policy.store_timeout} s)"
             ) from None
 
+    async def check_eviction(self) -> None:
+        """On first use: refuse (or warn about) a Redis that may evict records."""
+        if not self._eviction_checked:
+            self.evicting = await self.bounded(self.store.eviction_policy())
+            self._eviction_checked = True
+            if self.evicting is not None:
+                log.log(
+                    logging.ERROR if self.policy.evicting_store == "refuse" else logging.WARNING,
+                    "idemkit: Redis maxmemory-policy is %r: it may evict idempotency records, "
+                    "and a completed key whose record was evicted runs again. %s Configure "
+                    "'maxmemory-policy noeviction'.",
+                    self.evicting,
+                    "Keyed requests are refused (evicting_store='refuse')."
+                    if self.policy.evicting_store == "refuse"
+                    else "Serving anyway (evicting_store='warn').",
+                    extra={"idemkit": "evicting-store", "maxmemory_policy": self.evicting},
+                )
+        if self.evicting is not None and self.policy.evicting_store == "refuse":
+            raise EvictingStoreError(
+                f"Redis maxmemory-policy is {self.evicting!r}, which may evict idempotency "
+                "records; configure 'maxmemory-policy noeviction' (or evicting_store='warn')"
+            )
+
     async def claim(self, record: str, fingerprint: bytes) -> Claim:
         """Claim the record; in wait mode, keep asking while another holder runs."""
+        await self.check_eviction()
         policy = self.policy
         claim = await self.bounded(
             self.store.claim(record, fingerprint, policy.lease_ms, policy.ttl_ms)
@@ -147,15 +173,21 @@ class Engine:
         return claim
 
     async def finish(
-        self, record: str, token: int, result: bytes | None, valid_until: float | None = None
-    ) -> bool | None:
+        self,
+        record: str,
+        token: int,
+        result: bytes | None,
+        valid_until: float | None = None,
+        late: Callable[[Completion | None], None] | None = None,
+    ) -> Completion | None:
         """Store ``result`` (or release the key when it is None) unless fenced out.
 
-        Returns True when the store accepted it, False when a newer fencing token owns the
-        record, None when the store failed. Never raises for store failures: by now the
-        handler has run. A completion that failed keeps being retried in the background
-        until ``valid_until`` (the end of the lease, monotonic): a completion written within
-        the lease still prevents a second execution.
+        Returns the store's :class:`Completion` (``STORED``; ``FENCED``: a newer token owns
+        the record; ``LOST``: the record is gone), or None when the store failed. Never
+        raises for store failures: by now the handler has run. A completion that failed
+        keeps being retried in the background until ``valid_until`` (the end of the lease,
+        monotonic): a completion written within the lease still prevents a second execution;
+        ``late`` learns how that ended.
         """
         try:
             ok = await self._finish(record, token, result)
@@ -165,26 +197,35 @@ class Engine:
             self._spawn(self._finish(record, token, result))
             raise
         if ok is None and result is not None and valid_until is not None:
-            self._spawn(self._retry_completion(record, token, result, valid_until))
+            self._spawn(self._retry_completion(record, token, result, valid_until, late))
         return ok
 
-    def _spawn(self, operation: Coroutine[Any, Any, bool | None]) -> None:
+    def _spawn(self, operation: Coroutine[Any, Any, Completion | None]) -> None:
         task = asyncio.get_running_loop().create_task(operation)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     async def _retry_completion(
-        self, record: str, token: int, result: bytes, valid_until: float
-    ) -> bool | None:
+        self,
+        record: str,
+        token: int,
+        result: bytes,
+        valid_until: float,
+        late: Callable[[Completion | None], None] | None,
+    ) -> Completion | None:
         delay = _RETRY_FIRST
         while time.monotonic() + delay < valid_until:
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX)
-            ok = await self._finish(record, token, result, quiet=True)
-            if ok is not None:
-                if ok:
+            done = await self._finish(record, token, result, quiet=True)
+            if done is not None:
+                if done:
                     self.log.log(logging.INFO, "completed-late", "result stored after a retry")
-                return ok
+                if late is not None:
+                    late(done)
+                return done
+        if late is not None:
+            late(None)
         self.log.log(
             logging.ERROR,
             "completion-lost",
@@ -194,22 +235,37 @@ class Engine:
 
     async def _finish(
         self, record: str, token: int, result: bytes | None, *, quiet: bool = False
-    ) -> bool | None:
+    ) -> Completion | None:
         store = self.store
         try:
             if result is None:
-                return await self.bounded(store.release(record, token))
-            ok = await self.bounded(store.complete(record, token, result, self.policy.ttl_ms))
+                released = await self.bounded(store.release(record, token))
+                return Completion.STORED if released else Completion.FENCED
+            done = await self.bounded(store.complete(record, token, result, self.policy.ttl_ms))
         except StoreUnavailableError as exc:
             if not quiet:
                 what = "release" if result is None else "store the result of"
                 self.log.log(logging.WARNING, "store-failed", f"could not {what} a request: {exc}")
             return None
-        if not ok:
+        if done is Completion.FENCED:
             self.log.log(
                 logging.WARNING,
                 "fenced",
                 "result not stored: a newer fencing token owns the record "
                 "(the handler outlived its lease)",
             )
-        return ok
+        elif done is Completion.LOST:
+            self.log.log(
+                logging.ERROR,
+                "lost",
+                "result not stored: the record is gone (Redis restarted without AOF, failed "
+                "over or evicted it); a retry will run the handler again",
+            )
+        return done
+
+
+def outcome_of(done: Completion | None) -> str:
+    """The event name of a completion: executed, fenced, lost or store_failed."""
+    if done is None:
+        return "store_failed"
+    return {Completion.STORED: "executed", Completion.FENCED: "fenced"}.get(done, "lost")

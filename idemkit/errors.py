@@ -9,6 +9,7 @@ Every public error derives from :class:`IdemkitError`::
     ├── InvalidKeyError (ValueError)         an Idempotency-Key that breaks the syntax rules
     ├── CodecError (ValueError)              stored bytes that are corrupt or of another version
     ├── StoreUnavailableError                Redis could not be reached or answered with an error
+    │   └── EvictingStoreError               Redis may evict records (maxmemory-policy)
     ├── CallerIdentityError                  the caller of a keyed request cannot be identified
     ├── IdempotencyError                     outcomes of the decorator for plain functions
     │   ├── RequestInFlightError             the same key is still being executed elsewhere
@@ -32,6 +33,7 @@ __all__ = [
     "CallerIdentityError",
     "CodecError",
     "ConfigurationError",
+    "EvictingStoreError",
     "IdemkitError",
     "IdempotencyError",
     "InvalidKeyError",
@@ -67,6 +69,12 @@ class CodecError(IdemkitError, ValueError):
 
 class StoreUnavailableError(IdemkitError):
     """The store (Redis) could not be reached or failed; retrying later is safe."""
+
+
+class EvictingStoreError(StoreUnavailableError):
+    """Redis runs with a ``maxmemory-policy`` that may evict idempotency records, so a
+    completed key could run again; idemkit refuses to promise idempotency on it. Configure
+    ``maxmemory-policy noeviction``, or pass ``evicting_store="warn"`` to accept the risk."""
 
 
 class CallerIdentityError(IdemkitError):

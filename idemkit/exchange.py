@@ -35,11 +35,16 @@ from idemkit import problem as problems
 from idemkit._types import ASGIApp, Message, Receive, Scope, Send
 from idemkit.codec import StoredResponse, decode_response, encode_response
 from idemkit.context import SCOPE_KEY, LeaseContext
-from idemkit.engine import Engine, Renewal
-from idemkit.errors import CodecError, InvalidKeyError, StoreUnavailableError
+from idemkit.engine import Engine, Renewal, outcome_of
+from idemkit.errors import (
+    CodecError,
+    EvictingStoreError,
+    InvalidKeyError,
+    StoreUnavailableError,
+)
 from idemkit.keys import key_from_headers
-from idemkit.lease import BUSY, COMPLETED, LeaseStore
-from idemkit.observe import Observer, Stopwatch, emit
+from idemkit.lease import BUSY, COMPLETED, Completion, LeaseStore
+from idemkit.observe import Event, Observer, Stopwatch, emit
 from idemkit.policy import IdempotencyPolicy
 from idemkit.problem import Problem
 from idemkit.scope import ANONYMOUS
@@ -212,6 +217,12 @@ class HttpIdempotency:
         sent = time.monotonic()
         try:
             claim = await self.engine.claim(record, fingerprint)
+        except EvictingStoreError:
+            if policy.fail_open:
+                self._event(clock, "bypassed", scope)
+                return Decision(unguarded=True)
+            evicts = problems.store_evicts(self.engine.evicting or "?", policy.retry_after)
+            return self._problem(evicts, clock, scope)
         except StoreUnavailableError as exc:
             if policy.fail_open:
                 self._log.log(logging.WARNING, "bypassed", f"store unavailable, serving: {exc}")
@@ -229,11 +240,11 @@ class HttpIdempotency:
                 return self._problem(problems.unreadable(str(exc)), clock, scope)
             self._event(clock, "replayed", scope)
             return Decision(stored=stored)
-        problem = problems.for_claim(claim.outcome, policy.retry_after)
-        if problem is not None:
+        refusal = problems.for_claim(claim.outcome, policy.retry_after)
+        if refusal is not None:
             outcome = "conflict" if claim.outcome == BUSY else "mismatch"
             self._event(clock, outcome, scope)
-            return Decision(problem=problem)
+            return Decision(problem=refusal)
         return Decision(execution=Execution(self, scope, record, claim.token, clock, sent))
 
     async def admit(self, scope: Scope, *, required: bool, read_body: BodyReader) -> Decision:
@@ -413,10 +424,20 @@ class Execution:
             return
         self.finished = True
         self._renewal.stop()
-        ok = await self._exchange.engine.finish(
-            self.record, self.token, encode_response(stored), self._renewal.valid_until
+        done = await self._exchange.engine.finish(
+            self.record, self.token, encode_response(stored), self._renewal.valid_until, self._late
         )
-        self._emit("executed" if ok else ("fenced" if ok is False else "store_failed"))
+        self._emit(outcome_of(done))
+
+    def _late(self, done: Completion | None) -> None:
+        """How a completion retried in the background ended (its own event, so request
+        counts stay one per request)."""
+        exchange = self._exchange
+        if exchange.observer is not None:
+            event = Event(
+                "idempotency.completion", outcome_of(done), route=route_template(self._scope)
+            )
+            emit(exchange.observer, event)
 
     async def _release(self, outcome: str) -> None:
         self.finished = True

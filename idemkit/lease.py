@@ -12,6 +12,7 @@ The same scripts back :class:`LeaseStore` (``redis.asyncio``) and :class:`SyncLe
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -29,10 +30,24 @@ __all__ = [
     "COMPLETED",
     "MISMATCH",
     "Claim",
+    "Completion",
     "LeaseStore",
     "SyncLeaseStore",
+    "evicting_policy",
     "load_script",
 ]
+
+
+class Completion(enum.Enum):
+    """What :meth:`LeaseStore.complete` found; only :attr:`STORED` is true."""
+
+    STORED = 1
+    FENCED = 0  # a newer token was granted: the holder outlived its lease
+    LOST = -1  # the record is gone or older than the grant (restart, failover, eviction)
+
+    def __bool__(self) -> bool:
+        return self is Completion.STORED
+
 
 CLAIMED: Final = 0
 COMPLETED: Final = 1
@@ -101,6 +116,29 @@ def _owned_args(
     return [owner, lease_ms, ttl_ms, floor, b"o"]
 
 
+def evicting_policy(config: Any) -> str | None:
+    """The ``maxmemory-policy`` of a ``CONFIG GET`` reply if it lets Redis evict lease records
+    (every policy but ``noeviction``: the records all carry a TTL, so ``volatile-*`` evicts
+    them too), else None."""
+    values = dict(config) if config else {}
+    policy = values.get("maxmemory-policy", values.get(b"maxmemory-policy"))
+    if isinstance(policy, bytes):
+        policy = policy.decode()
+    if not isinstance(policy, str) or policy == "noeviction":
+        return None
+    return policy
+
+
+def _config_reply(config: Any) -> Any:
+    # A Cluster client answers per node: any evicting node is one too many.
+    if isinstance(config, dict) and config and all(isinstance(v, dict) for v in config.values()):
+        for node_config in config.values():
+            if evicting_policy(node_config):
+                return node_config
+        return next(iter(config.values()))
+    return config
+
+
 class _Base(Generic[ClientT]):
     def __init__(self, client: ClientT, *, prefix: str = DEFAULT_PREFIX, time_floor: bool = True):
         if not prefix or "{" in prefix or "}" in prefix:
@@ -126,6 +164,15 @@ class _Base(Generic[ClientT]):
 class LeaseStore(_Base[aioredis.Redis | aioredis.RedisCluster]):
     """Fenced leases on ``redis.asyncio`` (a ``Redis`` or ``RedisCluster`` client)."""
 
+    async def eviction_policy(self) -> str | None:
+        """The server's evicting ``maxmemory-policy``, None if it keeps every record (or if
+        ``CONFIG GET`` is not allowed, as on some managed services: nothing to check)."""
+        try:
+            config = await self.client.config_get("maxmemory-policy")
+        except (RedisError, OSError, AttributeError, NotImplementedError):
+            return None
+        return evicting_policy(_config_reply(config))
+
     async def claim(self, key: str, fingerprint: bytes | str, lease_ms: int, ttl_ms: int) -> Claim:
         _check_times(lease_ms, ttl_ms)
         try:
@@ -141,9 +188,9 @@ class LeaseStore(_Base[aioredis.Redis | aioredis.RedisCluster]):
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"Redis renew failed: {exc}") from exc
 
-    async def complete(self, key: str, token: int, result: bytes, ttl_ms: int) -> bool:
+    async def complete(self, key: str, token: int, result: bytes, ttl_ms: int) -> Completion:
         try:
-            return bool(await self._complete(keys=[key], args=[token, result, ttl_ms]))
+            return Completion(int(await self._complete(keys=[key], args=[token, result, ttl_ms])))
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"Redis complete failed: {exc}") from exc
 
@@ -185,6 +232,14 @@ class LeaseStore(_Base[aioredis.Redis | aioredis.RedisCluster]):
 class SyncLeaseStore(_Base[redis.Redis | redis.RedisCluster]):
     """Fenced leases on the blocking ``redis`` client, for sync callers."""
 
+    def eviction_policy(self) -> str | None:
+        """See :meth:`LeaseStore.eviction_policy`."""
+        try:
+            config = self.client.config_get("maxmemory-policy")
+        except (RedisError, OSError, AttributeError, NotImplementedError):
+            return None
+        return evicting_policy(_config_reply(config))
+
     def claim(self, key: str, fingerprint: bytes | str, lease_ms: int, ttl_ms: int) -> Claim:
         _check_times(lease_ms, ttl_ms)
         try:
@@ -200,9 +255,9 @@ class SyncLeaseStore(_Base[redis.Redis | redis.RedisCluster]):
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"Redis renew failed: {exc}") from exc
 
-    def complete(self, key: str, token: int, result: bytes, ttl_ms: int) -> bool:
+    def complete(self, key: str, token: int, result: bytes, ttl_ms: int) -> Completion:
         try:
-            return bool(self._complete(keys=[key], args=[token, result, ttl_ms]))
+            return Completion(int(self._complete(keys=[key], args=[token, result, ttl_ms])))
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"Redis complete failed: {exc}") from exc
 

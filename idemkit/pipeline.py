@@ -15,8 +15,10 @@ Correctness:
   so cancelling a request never leaves a half-read reply on the connection).
 - Errors: a Redis error reply (``ResponseError``, e.g. NOSCRIPT) fails only its own command.
   A connection failure or timeout drops the connection and retries the commands not yet
-  answered as often as the client's ``Retry`` allows (like redis-py does for one command),
-  then fails them; :class:`PipelinedLeaseStore` turns that into ``StoreUnavailableError``.
+  answered as often as the client's ``Retry`` allows (at least once, on a fresh
+  connection), then fails them; :class:`PipelinedLeaseStore` turns that into
+  ``StoreUnavailableError``. Callers bound every wait with their own deadline
+  (``store_timeout``), so retries never add up past it.
 
 :class:`PipelinedLeaseStore` is a :class:`~idemkit.lease.LeaseStore` whose scripts go
 through an :class:`AutoPipeline` as ``EVALSHA`` with a precomputed digest, loading a script
@@ -77,7 +79,10 @@ class AutoPipeline:
     def __init__(self, client: aioredis.Redis, *, max_batch: int = 512) -> None:
         self._pool = client.connection_pool
         retry = client.get_retry()
-        self._retries = retry.get_retries() if retry is not None else 0
+        # At least one resend on a fresh connection: the dedicated connection lives long and
+        # goes stale when Redis restarts. The caller's store_timeout bounds the total, so
+        # these retries never stack past it.
+        self._retries = max(1, retry.get_retries() if retry is not None else 0)
         self._max_batch = max_batch
         self._queue: deque[_Pending] = deque()
         self._runner: asyncio.Task[None] | None = None

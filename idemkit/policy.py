@@ -56,6 +56,7 @@ class PolicyOptions(TypedDict, total=False):
     fail_open: bool
     retry_after: float
     store_timeout: float
+    evicting_store: str
     caller: CallerResolver
 
 
@@ -75,6 +76,7 @@ class IdempotencyPolicy:
     fail_open: bool = False
     retry_after: float = 1.0
     store_timeout: float = 1.0
+    evicting_store: str = "refuse"
     caller: CallerResolver = credentials_caller
 
     @property
@@ -134,6 +136,10 @@ class IdempotencyPolicy:
         if not self.store_timeout > 0:
             raise ConfigurationError(
                 f"store_timeout must be positive seconds, got {self.store_timeout!r}"
+            )
+        if self.evicting_store not in ("refuse", "warn"):
+            raise ConfigurationError(
+                f"evicting_store must be 'refuse' or 'warn', got {self.evicting_store!r}"
             )
         if not self.methods:
             raise ConfigurationError("methods must name at least one HTTP method")

@@ -131,6 +131,18 @@ def store_unavailable(retry_after: float) -> Problem:
     )
 
 
+def store_evicts(policy: str, retry_after: float) -> Problem:
+    return Problem(
+        503,
+        "store-evicts",
+        "Idempotency store may lose records",
+        f"the request was not processed: the service's Redis runs with maxmemory-policy "
+        f"{policy!r}, which may evict stored responses, so a retry could run the request "
+        "twice; the operator must configure 'noeviction'",
+        retry_after,
+    )
+
+
 def unreadable(reason: str) -> Problem:
     return Problem(
         500,

@@ -5,13 +5,26 @@
 -- ARGV[2]  result bytes (msgpack, see idemkit/codec.py)
 -- ARGV[3]  retention of the completed record in ms
 --
--- Returns 1 when stored, 0 when a newer token was granted or the record is gone: the holder
--- was fenced out and must not assume its result is the stored one.
+-- Returns
+--    1  stored (or already stored by this holder: a completion retried after a lost reply)
+--    0  fenced: a newer token was granted; the holder outlived its lease
+--   -1  lost: the record is gone or older than this grant (Redis restarted without the
+--       write, failed over, or evicted it); nothing newer holds it, but the grant is gone
 local rec = KEYS[1]
 local h = redis.call('HMGET', rec, 's', 't')
-if h[1] ~= 'p' or h[2] ~= ARGV[1] then
+if h[2] == ARGV[1] then
+  if h[1] == 'p' then
+    redis.call('HSET', rec, 's', 'd', 'r', ARGV[2], 'e', '0')
+    redis.call('PEXPIRE', rec, tonumber(ARGV[3]))
+    return 1
+  end
+  if h[1] == 'd' then
+    return 1
+  end
   return 0
 end
-redis.call('HSET', rec, 's', 'd', 'r', ARGV[2], 'e', '0')
-redis.call('PEXPIRE', rec, tonumber(ARGV[3]))
-return 1
+-- Tokens are decimal integers below 2^53 (see lease_claim.lua), exact as Lua numbers.
+if h[2] == false or tonumber(h[2]) < tonumber(ARGV[1]) then
+  return -1
+end
+return 0
