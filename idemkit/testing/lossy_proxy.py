@@ -176,19 +176,20 @@ class LossyProxy:
 
     async def _serve(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
         self.stats.connections += 1
+        writers = [cwriter]
         try:
             ureader, uwriter = await asyncio.open_connection(*self.upstream)
+            writers.append(uwriter)
+            await _Link(self, creader, cwriter, ureader, uwriter).run()
         except OSError:
-            cwriter.close()
-            return
-        link = _Link(self, creader, cwriter, ureader, uwriter)
-        try:
-            await link.run()
+            pass
         finally:
-            for w in (cwriter, uwriter):
-                w.close()
+            # Close every writer before awaiting any: a cancellation (stop) must skip none.
+            for writer in writers:
+                writer.close()
+            for writer in writers:
                 with contextlib.suppress(Exception):
-                    await w.wait_closed()
+                    await writer.wait_closed()
 
 
 class _Link:
