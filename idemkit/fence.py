@@ -6,6 +6,11 @@ seen, and applies a write (``HSET`` of the given fields) only if the writer's to
 least that, in one script and one round trip. Reads go through the fence too
 (:meth:`Fence.read`), so a read-modify-write of an old holder is refused once a newer
 holder has read. For SQL stores see :mod:`idemkit.sql_fence`.
+
+Tokens are compared exactly at any size. The scripts never turn a token into a Lua number
+(a double: 2^53 + 1 would equal 2^53, and past 2^63 the stored token turned negative);
+they compare canonical decimal strings, by length and then digit by digit. So tokens from
+other sources (nanosecond clocks, 64-bit sequence numbers) are fenced correctly too.
 """
 
 from __future__ import annotations

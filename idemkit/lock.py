@@ -19,11 +19,12 @@ handle, between tasks, threads or processes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar
 
@@ -64,6 +65,8 @@ _MIN_BLOCK_S: Final = 0.002
 # client's monotonic clock and the server's wall clock (Redlock's 1% + 2 ms).
 _DRIFT_FACTOR: Final = 0.01
 _DRIFT_S: Final = 0.002
+# How long an unclaimed wake-up stays on the signal list.
+_SIGNAL_MS: Final = 2_000
 
 LostCallback = Callable[[LeaseLostError], object]
 
@@ -326,40 +329,129 @@ class FencedLock(_Handle[LeaseStore, asyncio.Event]):
 
         ``timeout`` bounds the wait in seconds (``None``: no bound); ``blocking=False`` tries
         once. Raises :class:`LockTimeoutError` when the lock stays busy.
+
+        Safe under cancellation: a claim already sent when the acquire is cancelled is
+        awaited in a shielded task and, if Redis granted it, released at once (a claim whose
+        reply was lost is re-claimed, which is idempotent for its owner id, and released);
+        a wake-up taken by a cancelled waiter is pushed back for the next one.
         """
         self._check_loop()
         deadline = _deadline(timeout, blocking)
         owner = self._begin_acquire()
-        while True:
-            sent = time.monotonic()
-            try:
-                claim = await self._store.claim_owned(
-                    self.keys, owner, self.lease_ms, self.retention_ms
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Task[Claim] | None = None
+        unanswered = False  # a claim went out and no reply came: it may have been granted
+        try:
+            while True:
+                sent = time.monotonic()
+                pending = loop.create_task(
+                    self._store.claim_owned(self.keys, owner, self.lease_ms, self.retention_ms)
                 )
-            except StoreUnavailableError:
-                if deadline is None or time.monotonic() >= deadline:
-                    raise
-                await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
-                continue
-            if claim.outcome == CLAIMED:
-                token = self._granted(claim, sent)
-                if self.watchdog:
-                    self._watchdog = asyncio.get_running_loop().create_task(self._renew_loop())
-                return token
-            if deadline is not None and time.monotonic() >= deadline:
-                raise self._timed_out(timeout if blocking else None)
-            await self._wait(self._wait_for(claim, deadline))
+                try:
+                    claim = await asyncio.shield(pending)
+                except StoreUnavailableError:
+                    pending, unanswered = None, True
+                    if deadline is None or time.monotonic() >= deadline:
+                        raise
+                    await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+                    continue
+                pending, unanswered = None, False
+                if claim.outcome == CLAIMED:
+                    token = self._granted(claim, sent)
+                    if self.watchdog:
+                        self._watchdog = loop.create_task(self._renew_loop())
+                    return token
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise self._timed_out(timeout if blocking else None)
+                await self._wait(self._wait_for(claim, deadline))
+        except asyncio.CancelledError:
+            self._owner = None  # the cleanup keeps its own copy; a new acquire starts afresh
+            if pending is not None:
+                self._track(pending)
+                pending.add_done_callback(functools.partial(self._claim_settled, owner))
+            elif unanswered:
+                self._spawn(self._give_back(owner, None))
+            raise
+
+    def _claim_settled(self, owner: str, task: asyncio.Task[Claim]) -> None:
+        """The claim of a cancelled acquire has its answer: give back what it was granted."""
+        if task.cancelled() or task.exception() is not None:
+            self._spawn(self._give_back(owner, None))
+        elif task.result().outcome == CLAIMED:
+            self._spawn(self._give_back(owner, task.result()))
+
+    async def _give_back(self, owner: str, claim: Claim | None) -> None:
+        """Release the grant of an acquire nobody waits for any more (``claim``), or, when its
+        outcome is unknown, re-claim with the same owner id (which returns that grant if it
+        exists) and release. Bounded: past the lease, an unreleased grant has lapsed anyway."""
+        give_up = time.monotonic() + self.lease_ms / 1000
+        for attempt in range(5):
+            try:
+                if claim is None:
+                    claim = await self._store.claim_owned(
+                        self.keys, owner, self.lease_ms, self.retention_ms
+                    )
+                    if claim.outcome != CLAIMED:
+                        return  # busy: this owner holds nothing
+                await self._store.release_and_signal(
+                    self.keys[claim.slot], claim.token, self.signal_key, signal_cap=self._slots
+                )
+                return
+            except StoreUnavailableError as exc:
+                if time.monotonic() >= give_up:
+                    break
+                log.debug("idemkit: releasing a cancelled acquire failed, will retry: %s", exc)
+                await asyncio.sleep(0.05 * 2**attempt)
+        log.warning(
+            "idemkit: could not release the grant of a cancelled acquire of %s %r; it lapses "
+            "when its lease ends",
+            self._what,
+            self.name,
+        )
 
     async def _wait(self, seconds: float) -> None:
         if seconds < _MIN_BLOCK_S:
             await asyncio.sleep(seconds)
             return
+        blpop = asyncio.get_running_loop().create_task(self._blpop(seconds))
         try:
-            await self.client.blpop([self.signal_key], timeout=seconds)
+            await asyncio.shield(blpop)
+        except asyncio.CancelledError:
+            # Redis may already have handed this waiter a release's wake-up whose reply is on
+            # its way; cancelling the read would lose it and the next waiter would sleep.
+            self._track(blpop)
+            blpop.add_done_callback(self._hand_on)
+            raise
         except (RedisError, OSError) as exc:
             # The claim that follows reports the outage if it persists.
             log.debug("idemkit: wake-up wait failed: %s", exc)
             await asyncio.sleep(min(seconds, 0.05))
+
+    async def _blpop(self, seconds: float) -> Any:
+        return await self.client.blpop([self.signal_key], timeout=seconds)
+
+    def _hand_on(self, blpop: asyncio.Task[Any]) -> None:
+        if not blpop.cancelled() and blpop.exception() is None and blpop.result() is not None:
+            self._spawn(self._push_wake_up())
+
+    async def _push_wake_up(self) -> None:
+        """Put back a wake-up a cancelled waiter took (one round trip), so another waiter gets
+        it; the list stays capped and expiring as a release leaves it."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lpush(self.signal_key, "1")
+        pipe.ltrim(self.signal_key, 0, self._slots - 1)
+        pipe.pexpire(self.signal_key, _SIGNAL_MS)
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.debug("idemkit: could not hand a wake-up on: %s", exc)
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._track(asyncio.get_running_loop().create_task(coro))
 
     async def release(self) -> None:
         """Give the lock back (one round trip) and wake one waiter.
@@ -375,14 +467,17 @@ class FencedLock(_Handle[LeaseStore, asyncio.Event]):
             )
         self._stop_watchdog()
         task = asyncio.get_running_loop().create_task(self._release_now())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._track(task)
         await asyncio.shield(task)
 
     async def _release_now(self) -> None:
         assert self._token is not None
         ok = await self._store.release_and_signal(
-            self.keys[self._slot], self._token, self.signal_key, signal_cap=self._slots
+            self.keys[self._slot],
+            self._token,
+            self.signal_key,
+            signal_ms=_SIGNAL_MS,
+            signal_cap=self._slots,
         )
         # Clear only after a definitive reply: on a connection error the handle still
         # holds its token and the caller may retry the release.

@@ -12,6 +12,13 @@ The ``WHERE`` of ``ON CONFLICT DO UPDATE`` (and of a plain ``UPDATE``) is evalua
 latest row version under the row lock, so the check and the write are one atomic step in
 PostgreSQL and SQLite (3.24+). A row count of 0 means the token was stale: stop, do not retry.
 These helpers build that statement from validated identifiers and run it on any DB-API cursor.
+
+Tokens are compared by the database as integers, so exactly, but an ``INTEGER``/``BIGINT``
+column holds signed 64-bit values: the helpers refuse tokens above ``2**63 - 1``
+(:data:`MAX_SQL_TOKEN`) with a :class:`~idemkit.errors.ConfigurationError` before touching the
+database, instead of letting a driver fail with an overflow, or worse, convert the token to a
+floating-point value (SQLite compares an out-of-range integer as a REAL, i.e. inexactly).
+Tokens of :class:`~idemkit.lock.FencedLock` are microseconds, far below that limit.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any, Final, Literal, Protocol
 from idemkit.errors import ConfigurationError
 
 __all__ = [
+    "MAX_SQL_TOKEN",
     "Cursor",
     "ParamStyle",
     "fenced_update",
@@ -33,6 +41,8 @@ __all__ = [
 
 ParamStyle = Literal["qmark", "format"]
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# The largest value of a SQL INTEGER (SQLite) or BIGINT (PostgreSQL, MySQL) column.
+MAX_SQL_TOKEN: Final = 2**63 - 1
 
 
 class Cursor(Protocol):
@@ -50,6 +60,17 @@ def _ident(name: str) -> str:
     if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
         raise ConfigurationError(f"not a plain SQL identifier: {name!r}")
     return name
+
+
+def _token(token: object) -> int:
+    if isinstance(token, bool) or not isinstance(token, int) or token < 0:
+        raise ConfigurationError(f"a fencing token is an int >= 0, got {token!r}")
+    if token > MAX_SQL_TOKEN:
+        raise ConfigurationError(
+            f"fencing token {token} does not fit a signed 64-bit SQL integer column (at most "
+            f"2**63 - 1); compare larger tokens in a NUMERIC column with your own statement"
+        )
+    return token
 
 
 def _marks(style: ParamStyle, count: int) -> list[str]:
@@ -121,6 +142,7 @@ def fenced_upsert(
     The caller owns the transaction (commit afterwards). False means a newer token has
     written the row: the lock behind ``token`` was lost.
     """
+    token = _token(token)
     sql = fenced_upsert_sql(
         table, list(key), list(values), token_column=token_column, paramstyle=paramstyle
     )
@@ -139,6 +161,7 @@ def fenced_update(
     paramstyle: ParamStyle = "qmark",
 ) -> bool:
     """Update an existing row if ``token`` is not stale; True if written (see fenced_upsert)."""
+    token = _token(token)
     sql = fenced_update_sql(
         table, list(key), list(values), token_column=token_column, paramstyle=paramstyle
     )

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from integrations._extras import missing_extra
+
+try:
+    from prometheus_client import REGISTRY, CollectorRegistry, Counter
+except ImportError as exc:
+    raise missing_extra(__name__, "prometheus", exc) from exc
 
 from idemkit.observe import Event
 

@@ -4,11 +4,22 @@ Used by the test suite, the load-test driver and the benchmarks; usable from an
 application's own tests. Fault injection is explicit: :meth:`RedisServer.kill` (SIGKILL),
 :meth:`RedisServer.stop` (SIGTERM), :meth:`RedisServer.pause` / :meth:`RedisServer.resume`
 (SIGSTOP / SIGCONT) and :meth:`RedisServer.restart` on the same port and data directory.
+:class:`LossyProxy` puts a network that delays, drops answers and injects errors between a
+client and any of them.
 """
 
 from __future__ import annotations
 
+from idemkit.testing.lossy_proxy import HTTP_503, LossyProxy, ProxyStats
 from idemkit.testing.redis_cluster import RedisCluster
 from idemkit.testing.redis_server import RedisServer, free_port, redis_binary
 
-__all__ = ["RedisCluster", "RedisServer", "free_port", "redis_binary"]
+__all__ = [
+    "HTTP_503",
+    "LossyProxy",
+    "ProxyStats",
+    "RedisCluster",
+    "RedisServer",
+    "free_port",
+    "redis_binary",
+]
