@@ -4,11 +4,20 @@ Used by the test suite, the load-test driver and the benchmarks; usable from an
 application's own tests. Fault injection is explicit: :meth:`RedisServer.kill` (SIGKILL),
 :meth:`RedisServer.stop` (SIGTERM), :meth:`RedisServer.pause` / :meth:`RedisServer.resume`
 (SIGSTOP / SIGCONT) and :meth:`RedisServer.restart` on the same port and data directory.
+:class:`PostgresServer` is a throwaway PostgreSQL cluster (``initdb`` + ``pg_ctl``).
 """
 
 from __future__ import annotations
 
+from idemkit.testing.postgres import PostgresServer, postgres_bindir
 from idemkit.testing.redis_cluster import RedisCluster
 from idemkit.testing.redis_server import RedisServer, free_port, redis_binary
 
-__all__ = ["RedisCluster", "RedisServer", "free_port", "redis_binary"]
+__all__ = [
+    "PostgresServer",
+    "RedisCluster",
+    "RedisServer",
+    "free_port",
+    "postgres_bindir",
+    "redis_binary",
+]
