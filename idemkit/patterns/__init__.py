@@ -1,0 +1,33 @@
+"""Transaction patterns on idemkit's primitives: outbox, idempotent consumer, saga.
+
+A layer above the core: built from fenced leases, locks, fences and idempotency records,
+never imported by them.
+"""
+
+from __future__ import annotations
+
+from idemkit.patterns import outbox
+from idemkit.patterns.errors import (
+    PatternError,
+    SagaBusyError,
+    SagaConflictError,
+    SagaDefinitionError,
+    SagaError,
+    StepFailed,
+    UnsupportedConnectionError,
+)
+from idemkit.patterns.outbox import stream_name
+from idemkit.patterns.relay import Relay
+
+__all__ = [
+    "PatternError",
+    "Relay",
+    "SagaBusyError",
+    "SagaConflictError",
+    "SagaDefinitionError",
+    "SagaError",
+    "StepFailed",
+    "UnsupportedConnectionError",
+    "outbox",
+    "stream_name",
+]

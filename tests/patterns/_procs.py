@@ -1,0 +1,82 @@
+"""Processes the fault tests start, SIGSTOP and SIGKILL: ``python -m tests.patterns._procs``.
+
+Each prints one line per interesting event to stdout (flushed), so the test can follow it.
+``--pause-at EVENT`` / ``--kill-at EVENT`` make the process stop (SIGSTOP) or die (SIGKILL)
+itself right after the first observer event named EVENT: a fault at an exact point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+import psycopg
+import redis
+
+from idemkit.patterns import Relay
+from idemkit.patterns._observe import Event
+
+
+def _say(*words: object) -> None:
+    sys.stdout.write(" ".join(str(w) for w in words) + "\n")
+    sys.stdout.flush()
+
+
+def _observer(args: argparse.Namespace) -> Callable[[Event], None]:
+    fired: set[str] = set()
+
+    def observe(event: Event) -> None:
+        label = f"{event.name}:{event.outcome}"
+        _say("event", label, *(f"{k}={v}" for k, v in sorted(event.attrs.items())))
+        for point, sig in ((args.pause_at, signal.SIGSTOP), (args.kill_at, signal.SIGKILL)):
+            if point and point not in fired and (label == point or event.name == point):
+                if args.skip and args.skip > 0:
+                    args.skip -= 1
+                    continue
+                fired.add(point)
+                _say("fault", point)
+                os.kill(os.getpid(), sig)
+
+    return observe
+
+
+def _stop_on_term() -> threading.Event:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
+
+
+def relay(args: argparse.Namespace) -> None:
+    client = redis.Redis.from_url(args.redis)
+    worker = Relay(
+        lambda: psycopg.connect(args.dsn),
+        client,
+        lease_ms=args.lease_ms,
+        batch_size=args.batch_size,
+        poll_interval=0.05,
+        observer=_observer(args),
+    )
+    _say("ready")
+    worker.run(_stop_on_term(), max_seconds=60)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.patterns._procs")
+    parser.add_argument("role", choices=["relay"])
+    parser.add_argument("--redis", required=True)
+    parser.add_argument("--dsn")
+    parser.add_argument("--lease-ms", type=int, default=1_000)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--pause-at")
+    parser.add_argument("--kill-at")
+    parser.add_argument("--skip", type=int, default=0, help="let this many matches pass first")
+    args = parser.parse_args(argv)
+    {"relay": relay}[args.role](args)
+
+
+if __name__ == "__main__":
+    main()

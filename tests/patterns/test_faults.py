@@ -1,0 +1,91 @@
+"""Fault tests on real processes: SIGSTOP past a lease, SIGKILL at exact points."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import psycopg
+import redis
+
+from idemkit.patterns import outbox, stream_name
+from tests.patterns._proc import Proc
+
+
+def _wait(condition: object, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _add(dsn: str, count: int, start: int = 0) -> None:
+    with psycopg.connect(dsn) as conn:
+        for i in range(start, start + count):
+            outbox.add(conn, "orders", {"i": i}, key=f"k{i % 2}")
+        conn.commit()
+
+
+def _marks(dsn: str) -> list[tuple[int, int | None]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT id, published_by FROM idemkit_outbox ORDER BY id").fetchall()
+
+
+def test_relay_paused_past_its_lease_marks_nothing_after_the_takeover(
+    pg_dsn: str, redis_url: str
+) -> None:
+    with psycopg.connect(pg_dsn) as conn:
+        outbox.setup(conn)
+    _add(pg_dsn, 6)
+    client = redis.Redis.from_url(redis_url)
+    with Proc(
+        "relay",
+        "--dsn",
+        pg_dsn,
+        "--redis",
+        redis_url,
+        "--lease-ms",
+        "400",
+        "--pause-at",
+        "outbox.publish",
+    ) as old:
+        old_token = int(old.wait_for("event outbox.lease:acquired").split("token=")[1])
+        # Stopped between appending its batch to the stream and marking it published.
+        old.wait_for("fault outbox.publish")
+        old.wait_stopped()
+        assert all(by is None for _, by in _marks(pg_dsn))
+
+        with Proc("relay", "--dsn", pg_dsn, "--redis", redis_url, "--lease-ms", "400") as new:
+            new_token = int(new.wait_for("event outbox.lease:acquired", 10).split("token=")[1])
+            assert new_token > old_token
+            _wait(lambda: all(by == new_token for _, by in _marks(pg_dsn)), what="takeover marks")
+            _add(pg_dsn, 4, start=6)
+            _wait(lambda: len(_marks(pg_dsn)) == 10 and all(b for _, b in _marks(pg_dsn)))
+
+            old.signal(signal.SIGCONT)
+            old.wait_for("event outbox.lease:lost")
+            _add(pg_dsn, 2, start=10)
+            _wait(lambda: len(_marks(pg_dsn)) == 12 and all(b for _, b in _marks(pg_dsn)))
+            time.sleep(0.3)  # give the old relay every chance to misbehave
+
+    # Every row was marked by the new relay: the old one marked nothing, not even the batch
+    # it had published before it was paused.
+    assert {by for _, by in _marks(pg_dsn)} == {new_token}
+    messages = [
+        {k.decode(): v.decode() for k, v in fields.items()}
+        for _, fields in client.xrange(stream_name("orders"))
+    ]
+    client.close()
+    # The old relay appended its batch once, before the pause, and nothing after it.
+    assert [m["fence"] for m in messages].count(str(old_token)) == 6
+    assert messages[:6] == [m for m in messages if m["fence"] == str(old_token)]
+    # Consumers deduplicating on event_id see every event once, in order per key.
+    seen: dict[str, dict[str, str]] = {}
+    for m in messages:
+        seen.setdefault(m["event_id"], m)
+    order = [json.loads(m["payload"])["i"] for m in seen.values()]
+    assert sorted(order) == list(range(12))
+    for key in ("k0", "k1"):
+        per_key = [json.loads(m["payload"])["i"] for m in seen.values() if m["key"] == key]
+        assert per_key == sorted(per_key)
