@@ -7,6 +7,15 @@ never imported by them.
 from __future__ import annotations
 
 from idemkit.patterns import outbox
+from idemkit.patterns.consumer import Message, StreamConsumer
+from idemkit.patterns.effects import (
+    Applied,
+    Effect,
+    EffectContext,
+    LeasedEffect,
+    RedisEffect,
+    SqlEffect,
+)
 from idemkit.patterns.errors import (
     PatternError,
     SagaBusyError,
@@ -20,13 +29,21 @@ from idemkit.patterns.outbox import stream_name
 from idemkit.patterns.relay import Relay
 
 __all__ = [
+    "Applied",
+    "Effect",
+    "EffectContext",
+    "LeasedEffect",
+    "Message",
     "PatternError",
+    "RedisEffect",
     "Relay",
     "SagaBusyError",
     "SagaConflictError",
     "SagaDefinitionError",
     "SagaError",
+    "SqlEffect",
     "StepFailed",
+    "StreamConsumer",
     "UnsupportedConnectionError",
     "outbox",
     "stream_name",

@@ -13,11 +13,21 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 import redis
 
-from idemkit.patterns import Relay
+from idemkit.patterns import (
+    EffectContext,
+    LeasedEffect,
+    Message,
+    RedisEffect,
+    Relay,
+    SqlEffect,
+    StreamConsumer,
+    stream_name,
+)
 from idemkit.patterns._observe import Event
 
 
@@ -64,18 +74,60 @@ def relay(args: argparse.Namespace) -> None:
     worker.run(_stop_on_term(), max_seconds=60)
 
 
+def consumer(args: argparse.Namespace) -> None:
+    client = redis.Redis.from_url(args.redis)
+    effect: Any
+    handler: Callable[[Message, Any], Any]
+    if args.effect == "redis":
+        effect = RedisEffect(client)
+
+        def handler(message: Message, pipe: Any) -> None:
+            pipe.hincrby("effects", message.event_id, 1)
+
+    elif args.effect == "sql":
+        effect = SqlEffect(lambda: psycopg.connect(args.dsn))
+
+        def handler(message: Message, conn: Any) -> None:
+            conn.execute(
+                "INSERT INTO effects VALUES (%s, 1) "
+                "ON CONFLICT (event_id) DO UPDATE SET n = effects.n + 1",
+                [message.event_id],
+            )
+
+    else:
+        effect = LeasedEffect(client, lease_ms=2_000)
+
+        def handler(message: Message, ctx: EffectContext) -> None:
+            client.hincrby("effects", message.event_id, 1)
+
+    worker = StreamConsumer(
+        client,
+        stream_name("orders"),
+        "model",
+        handler,
+        effect,
+        claim_idle_ms=args.claim_idle_ms,
+        block_ms=50,
+        observer=_observer(args),
+    )
+    _say("ready")
+    worker.run(_stop_on_term(), max_seconds=60)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.patterns._procs")
-    parser.add_argument("role", choices=["relay"])
+    parser.add_argument("role", choices=["relay", "consumer"])
     parser.add_argument("--redis", required=True)
     parser.add_argument("--dsn")
     parser.add_argument("--lease-ms", type=int, default=1_000)
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--effect", choices=["redis", "sql", "leased"], default="redis")
+    parser.add_argument("--claim-idle-ms", type=int, default=300)
     parser.add_argument("--pause-at")
     parser.add_argument("--kill-at")
     parser.add_argument("--skip", type=int, default=0, help="let this many matches pass first")
     args = parser.parse_args(argv)
-    {"relay": relay}[args.role](args)
+    {"relay": relay, "consumer": consumer}[args.role](args)
 
 
 if __name__ == "__main__":

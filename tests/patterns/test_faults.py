@@ -7,6 +7,7 @@ import signal
 import time
 
 import psycopg
+import pytest
 import redis
 
 from idemkit.patterns import outbox, stream_name
@@ -89,3 +90,37 @@ def test_relay_paused_past_its_lease_marks_nothing_after_the_takeover(
     for key in ("k0", "k1"):
         per_key = [json.loads(m["payload"])["i"] for m in seen.values() if m["key"] == key]
         assert per_key == sorted(per_key)
+
+
+@pytest.mark.parametrize("effect", ["redis", "sql", "leased"])
+def test_consumer_killed_between_its_effect_and_its_ack_applies_the_effect_once(
+    effect: str, pg_dsn: str, redis_url: str
+) -> None:
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("CREATE TABLE effects (event_id TEXT PRIMARY KEY, n INT NOT NULL)")
+        conn.commit()
+    client = redis.Redis.from_url(redis_url)
+    stream = stream_name("orders")
+    events = [f"e{i}" for i in range(6)]
+    for eid in [*events, "e2"]:  # and a re-published copy
+        client.xadd(stream, {"event_id": eid, "key": "k", "payload": "{}"})
+    common = ["--dsn", pg_dsn, "--redis", redis_url, "--effect", effect]
+
+    with Proc("consumer", *common, "--kill-at", "consumer.apply:applied", "--skip", "2") as dying:
+        dying.wait_for("fault consumer.apply:applied")
+        assert dying.process.wait(10) == -signal.SIGKILL
+    # Killed after applying its third message and before acknowledging it.
+    assert client.xpending(stream, "model")["pending"] >= 1
+
+    def effects() -> dict[str, int]:
+        if effect == "sql":
+            with psycopg.connect(pg_dsn) as conn:
+                return dict(conn.execute("SELECT event_id, n FROM effects").fetchall())
+        return {k.decode(): int(v) for k, v in client.hgetall("effects").items()}
+
+    assert effects() == {"e0": 1, "e1": 1, "e2": 1}
+    with Proc("consumer", *common, "--claim-idle-ms", "200") as successor:
+        _wait(lambda: len(effects()) == 6 and client.xpending(stream, "model")["pending"] == 0)
+        successor.wait_for("event consumer.apply:duplicate")  # the killed one's message
+    client.close()
+    assert effects() == {eid: 1 for eid in events}
