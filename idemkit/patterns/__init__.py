@@ -27,6 +27,8 @@ from idemkit.patterns.errors import (
 )
 from idemkit.patterns.outbox import stream_name
 from idemkit.patterns.relay import Relay
+from idemkit.patterns.saga import Saga, SagaOrchestrator, SagaOutcome, Step, StepContext
+from idemkit.patterns.saga_log import RedisSagaLog, SagaLog, SagaRecord
 
 __all__ = [
     "Applied",
@@ -36,12 +38,20 @@ __all__ = [
     "Message",
     "PatternError",
     "RedisEffect",
+    "RedisSagaLog",
     "Relay",
+    "Saga",
     "SagaBusyError",
     "SagaConflictError",
     "SagaDefinitionError",
     "SagaError",
+    "SagaLog",
+    "SagaOrchestrator",
+    "SagaOutcome",
+    "SagaRecord",
     "SqlEffect",
+    "Step",
+    "StepContext",
     "StepFailed",
     "StreamConsumer",
     "UnsupportedConnectionError",
