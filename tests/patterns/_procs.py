@@ -114,20 +114,53 @@ def consumer(args: argparse.Namespace) -> None:
     worker.run(_stop_on_term(), max_seconds=60)
 
 
+def saga(args: argparse.Namespace) -> None:
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from idemkit.patterns import SagaOrchestrator
+    from tests.patterns._saga_shop import order_saga
+
+    async def go() -> None:
+        client = aioredis.Redis.from_url(args.redis)
+        orchestrator = SagaOrchestrator(
+            client, [order_saga(args.service)], lease_ms=args.lease_ms, observer=_observer(args)
+        )
+        _say("ready")
+        if args.role == "saga":
+            data = {"order": args.saga_id, "fail_confirm": args.fail_confirm}
+            outcome = await orchestrator.run("shop-order", args.saga_id, data)
+            _say("outcome", outcome.saga_id, outcome.status)
+        else:
+            for _ in range(400):
+                for outcome in await orchestrator.recover():
+                    _say("outcome", outcome.saga_id, outcome.status)
+                if not await client.zcard("idemkit:saga:index:unfinished"):
+                    break
+                await asyncio.sleep(0.05)
+        await client.aclose()
+
+    asyncio.run(go())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.patterns._procs")
-    parser.add_argument("role", choices=["relay", "consumer"])
+    parser.add_argument("role", choices=["relay", "consumer", "saga", "recover"])
     parser.add_argument("--redis", required=True)
     parser.add_argument("--dsn")
     parser.add_argument("--lease-ms", type=int, default=1_000)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--effect", choices=["redis", "sql", "leased"], default="redis")
     parser.add_argument("--claim-idle-ms", type=int, default=300)
+    parser.add_argument("--service")
+    parser.add_argument("--saga-id")
+    parser.add_argument("--fail-confirm", action="store_true")
     parser.add_argument("--pause-at")
     parser.add_argument("--kill-at")
     parser.add_argument("--skip", type=int, default=0, help="let this many matches pass first")
     args = parser.parse_args(argv)
-    {"relay": relay, "consumer": consumer}[args.role](args)
+    {"relay": relay, "consumer": consumer, "saga": saga, "recover": saga}[args.role](args)
 
 
 if __name__ == "__main__":

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 import redis
 
 from idemkit.patterns import outbox, stream_name
-from tests.patterns._proc import Proc
+from idemkit.testing import free_port
+from tests.patterns._proc import ROOT, Proc
 
 
 def _wait(condition: object, timeout: float = 20.0, what: str = "condition") -> None:
@@ -124,3 +129,77 @@ def test_consumer_killed_between_its_effect_and_its_ack_applies_the_effect_once(
         successor.wait_for("event consumer.apply:duplicate")  # the killed one's message
     client.close()
     assert effects() == {eid: 1 for eid in events}
+
+
+@pytest.fixture
+def shop_service(redis_url: str) -> Iterator[str]:
+    """The saga's HTTP service (behind the idempotency middleware) in a uvicorn process."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.patterns._saga_shop:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "IDEMKIT_SHOP_REDIS": redis_url},
+    )
+    import httpx
+
+    def up() -> bool:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=0.5)
+        except httpx.TransportError:
+            return False
+        return True
+
+    try:
+        _wait(up, what="the shop service")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("kill_at", "fail_confirm", "final"),
+    [
+        # Killed after the service charged the card and before the log recorded it.
+        ("saga.action:ok", False, "completed"),
+        # Confirm fails for good; killed after the refund and before the log recorded it.
+        ("saga.compensation:ok", True, "compensated"),
+    ],
+)
+def test_orchestrator_killed_mid_saga_is_resumed_by_another_and_ends_once(
+    redis_url: str, shop_service: str, kill_at: str, fail_confirm: bool, final: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    common = ["--redis", redis_url, "--service", shop_service, "--lease-ms", "500"]
+    flags = ["--fail-confirm"] if fail_confirm else []
+    skip = "1" if kill_at == "saga.action:ok" else "0"
+    with Proc(
+        "saga", *common, "--saga-id", "o-1", *flags, "--kill-at", kill_at, "--skip", skip
+    ) as first:
+        first.wait_for(f"fault {kill_at}")
+        assert first.process.wait(10) == -signal.SIGKILL
+    assert client.get("svc:charge") == b"1"
+    with Proc("recover", *common) as second:
+        line = second.wait_for("outcome o-1")
+    assert line.split()[-1] == final
+    counts = {
+        op: int(client.get(f"svc:{op}") or 0)
+        for op in ("reserve", "charge", "confirm", "refund", "release")
+    }
+    client.close()
+    # Every step's service call executed once, though the interrupted one was called twice.
+    if final == "completed":
+        assert counts == {"reserve": 1, "charge": 1, "confirm": 1, "refund": 0, "release": 0}
+    else:
+        assert counts == {"reserve": 1, "charge": 1, "confirm": 1, "refund": 1, "release": 1}
