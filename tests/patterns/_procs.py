@@ -128,7 +128,15 @@ def saga(args: argparse.Namespace) -> None:
             client, [order_saga(args.service)], lease_ms=args.lease_ms, observer=_observer(args)
         )
         _say("ready")
-        if args.role == "saga":
+        if args.role == "saga" and args.count:
+            # Orders o-0 .. o-(count-1), every third one fails to confirm; a run after a kill
+            # returns finished ones, and resumes the interrupted one once its lease lapsed.
+            for i in range(args.count):
+                data = {"order": f"o-{i}", "fail_confirm": i % 3 == 2}
+                outcome = await orchestrator.run("shop-order", f"o-{i}", data, wait=5)
+                _say("outcome", outcome.saga_id, outcome.status)
+            _say("all done")
+        elif args.role == "saga":
             data = {"order": args.saga_id, "fail_confirm": args.fail_confirm}
             outcome = await orchestrator.run("shop-order", args.saga_id, data)
             _say("outcome", outcome.saga_id, outcome.status)
@@ -155,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--claim-idle-ms", type=int, default=300)
     parser.add_argument("--service")
     parser.add_argument("--saga-id")
+    parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--fail-confirm", action="store_true")
     parser.add_argument("--pause-at")
     parser.add_argument("--kill-at")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -203,3 +204,53 @@ def test_orchestrator_killed_mid_saga_is_resumed_by_another_and_ends_once(
         assert counts == {"reserve": 1, "charge": 1, "confirm": 1, "refund": 0, "release": 0}
     else:
         assert counts == {"reserve": 1, "charge": 1, "confirm": 1, "refund": 1, "release": 1}
+
+
+def _kill_orchestrator_at_random(redis_url: str, service: str, sagas: int, kills: int) -> None:
+    client = redis.Redis.from_url(redis_url)
+    common = ["--redis", redis_url, "--service", service, "--lease-ms", "300"]
+    rng = random.Random(14)
+    killed = 0
+    for _ in range(kills + 20):
+        with Proc("saga", *common, "--count", str(sagas)) as orchestrator:
+            orchestrator.wait_for("ready")
+            if killed < kills:
+                time.sleep(rng.uniform(0.02, 0.2))
+                orchestrator.signal(signal.SIGKILL)
+                orchestrator.process.wait(10)
+                if "all done" not in orchestrator.drain():
+                    killed += 1
+                    continue
+            else:
+                orchestrator.wait_for("all done", timeout=60)
+            break
+    assert killed >= min(kills, 2)  # mid-saga kills happened (the rest may have finished)
+    outcomes = {}
+    for i in range(sagas):
+        fields = client.hgetall(f"idemkit:saga:{{o-{i}}}")
+        outcomes[f"o-{i}"] = fields[b"status"].decode()
+    per_order = {
+        op: {k.decode(): int(v) for k, v in client.hgetall(f"svc:{op}:orders").items()}
+        for op in ("reserve", "charge", "confirm", "refund", "release")
+    }
+    client.close()
+    for i in range(sagas):
+        order = f"o-{i}"
+        expected = "compensated" if i % 3 == 2 else "completed"
+        # Exactly one of the two final states, the right one, and every service call once.
+        assert outcomes[order] == expected
+        assert per_order["reserve"][order] == per_order["charge"][order] == 1
+        assert per_order["confirm"][order] == 1
+        undone = 1 if expected == "compensated" else 0
+        assert per_order["refund"].get(order, 0) == per_order["release"].get(order, 0) == undone
+
+
+def test_orchestrators_killed_at_random_moments_end_every_saga_once(
+    redis_url: str, shop_service: str
+) -> None:
+    _kill_orchestrator_at_random(redis_url, shop_service, sagas=10, kills=4)
+
+
+@pytest.mark.soak
+def test_soak_orchestrators_killed_at_random_moments(redis_url: str, shop_service: str) -> None:
+    _kill_orchestrator_at_random(redis_url, shop_service, sagas=60, kills=40)
