@@ -168,6 +168,16 @@ class Relay:
             token = self.lock.acquire(timeout=timeout)
         except LockTimeoutError:
             return False
+        try:
+            self._claim_fence(token)
+        except BaseException:
+            # Without its token in the fence row this relay must not publish: start over.
+            self._lost_quietly()
+            raise
+        emit(self.observer, Event("outbox.lease", "acquired", attrs={"token": token}))
+        return True
+
+    def _claim_fence(self, token: int) -> None:
         conn = self._db()
         dialect = dialect_of(conn)
         cur = conn.cursor()
@@ -190,8 +200,20 @@ class Relay:
             conn.commit()
         finally:
             cur.close()
-        emit(self.observer, Event("outbox.lease", "acquired", attrs={"token": token}))
-        return True
+
+    def _drop_stale_grant(self) -> None:
+        """A grant the watchdog lost (or that ran out) blocks a new acquire on this handle."""
+        try:
+            self.lock.ensure_held()
+        except LockNotHeldError:
+            return  # nothing held: free to acquire
+        except LeaseLostError as exc:
+            self._lost(exc)
+
+    def _lost_quietly(self) -> None:
+        with contextlib.suppress(LockNotHeldError, LeaseLostError, StoreUnavailableError):
+            self.lock.release()
+        self.lock = self._new_lock()
 
     def _new_lock(self) -> SyncFencedLock:
         return SyncFencedLock(
@@ -206,9 +228,7 @@ class Relay:
         log.warning("idemkit: outbox relay for %r stopped publishing: %s", self.table, error)
         emit(self.observer, Event("outbox.lease", "lost", attrs={"error": type(error).__name__}))
         # Stop the watchdog and drop the grant; a fresh handle competes for the lease again.
-        with contextlib.suppress(LockNotHeldError, LeaseLostError, StoreUnavailableError):
-            self.lock.release()
-        self.lock = self._new_lock()
+        self._lost_quietly()
 
     # -- one batch ----------------------------------------------------------------------------
 
@@ -346,8 +366,10 @@ class Relay:
         try:
             while not stop.is_set() and (end is None or time.monotonic() < end):
                 try:
-                    if not self.lock.held and not self._take_over(timeout=self.poll_interval):
-                        continue
+                    if not self.lock.held:
+                        self._drop_stale_grant()
+                        if not self._take_over(timeout=self.poll_interval):
+                            continue
                     published = self.publish_once()
                     backoff = self.backoff_initial
                     if published < self.batch_size:

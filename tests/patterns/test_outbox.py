@@ -227,3 +227,41 @@ def test_relay_backs_off_while_redis_is_down_and_resumes(
         with redis.Redis.from_url(fresh_redis_server.url) as check:
             payloads = [json.loads(m["payload"])["i"] for m in _stream(check, "orders")]
         assert payloads == [0, 1]
+
+
+def test_a_relay_whose_lease_was_lost_takes_it_again_and_goes_on(
+    pg_dsn: str, sync_redis: redis.Redis
+) -> None:
+    with psycopg.connect(pg_dsn) as conn:
+        outbox.setup(conn)
+        events: list[Event] = []
+        relay = Relay(
+            lambda: psycopg.connect(pg_dsn), sync_redis, lease_ms=300, observer=events.append
+        )
+        stop = threading.Event()
+        worker = threading.Thread(target=relay.run, args=(stop,))
+        worker.start()
+        try:
+            outbox.add(conn, "orders", {"i": 0}, key="k")
+            conn.commit()
+            deadline = time.monotonic() + 10
+            while len(_stream(sync_redis, "orders")) < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            sync_redis.delete(*relay.lock.keys)  # the lease is gone: the watchdog notices
+            while not any(e.outcome == "lost" for e in events):
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            outbox.add(conn, "orders", {"i": 1}, key="k")
+            conn.commit()
+            while len(_stream(sync_redis, "orders")) < 2:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        finally:
+            stop.set()
+            worker.join()
+    assert [e.outcome for e in events if e.name == "outbox.lease"][:3] == [
+        "acquired",
+        "lost",
+        "acquired",
+    ]
