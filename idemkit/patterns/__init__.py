@@ -28,7 +28,7 @@ from idemkit.patterns.errors import (
 from idemkit.patterns.outbox import stream_name
 from idemkit.patterns.relay import Relay
 from idemkit.patterns.saga import Saga, SagaOrchestrator, SagaOutcome, Step, StepContext
-from idemkit.patterns.saga_log import RedisSagaLog, SagaLog, SagaRecord
+from idemkit.patterns.saga_log import PostgresSagaLog, RedisSagaLog, SagaLog, SagaRecord
 
 __all__ = [
     "Applied",
@@ -37,6 +37,7 @@ __all__ = [
     "LeasedEffect",
     "Message",
     "PatternError",
+    "PostgresSagaLog",
     "RedisEffect",
     "RedisSagaLog",
     "Relay",

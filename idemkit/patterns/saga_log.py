@@ -5,7 +5,9 @@ One record per saga, written only through the orchestrator's fencing token: a
 new orchestrator has read the record with its newer token, the old one's writes are refused
 (:class:`~idemkit.errors.StaleTokenError`) and it cannot move the saga any more.
 
-Unfinished sagas are listed in an index (a sorted set) that
+:class:`PostgresSagaLog` keeps the same records as rows with a ``fence_token`` column and
+fenced upserts (:mod:`idemkit.sql_fence`). Unfinished sagas are listed in an index (a
+sorted set; the table itself for PostgreSQL) that
 :meth:`~idemkit.patterns.saga.SagaOrchestrator.recover` scans; parked sagas (a compensation
 that keeps failing) in another, and their records never expire. Finished records expire
 after ``retention_ms``.
@@ -15,16 +17,26 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from idemkit.errors import StoreUnavailableError
+from idemkit.errors import StaleTokenError, StoreUnavailableError
 from idemkit.fence import Fence
+from idemkit.patterns._sql import ident
+from idemkit.sql_fence import fenced_upsert_sql
 
-__all__ = ["FINISHED", "RedisSagaLog", "SagaLog", "SagaRecord", "SagaStatus"]
+__all__ = [
+    "FINISHED",
+    "PostgresSagaLog",
+    "RedisSagaLog",
+    "SagaLog",
+    "SagaRecord",
+    "SagaStatus",
+]
 
 SagaStatus = Literal["running", "compensating", "completed", "compensated", "parked"]
 FINISHED: Final[frozenset[str]] = frozenset({"completed", "compensated"})
@@ -161,3 +173,123 @@ class RedisSagaLog:
 
     async def parked(self, limit: int) -> list[str]:
         return await self._index(self.parked_key, limit)
+
+
+class PostgresSagaLog:
+    """Saga records as rows of a PostgreSQL table, fenced by a ``fence_token`` column.
+
+    ``connect`` returns a new ``psycopg.AsyncConnection``; the log keeps one, in autocommit
+    mode (every write is one fenced statement), and reconnects after an error. Call
+    :meth:`setup` once (idempotent) to create the table.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[Any]],
+        *,
+        table: str = "idemkit_sagas",
+        retention_s: float = 7 * 24 * 3600,
+    ) -> None:
+        self.connect = connect
+        self.table = ident(table)
+        self.retention_s = retention_s
+        self._conn: Any = None
+
+    async def _db(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            conn = await self.connect()
+            await conn.set_autocommit(True)
+            self._conn = conn
+        return self._conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def setup(self) -> None:
+        conn = await self._db()
+        await conn.execute(
+            f"""CREATE TABLE IF NOT EXISTS {self.table} (
+                saga_id TEXT PRIMARY KEY, name TEXT, data TEXT, status TEXT, next INT,
+                results TEXT, failed_step TEXT, error TEXT, parked_step TEXT,
+                updated_ms BIGINT, fence_token BIGINT NOT NULL, expires_at TIMESTAMPTZ)"""
+        )
+        await conn.execute(
+            f"CREATE INDEX IF NOT EXISTS {self.table}_open ON {self.table} (status, updated_ms) "
+            "WHERE status IN ('running', 'compensating', 'parked')"
+        )
+
+    async def _fenced(self, saga_id: str, token: int, values: dict[str, Any]) -> None:
+        sql = fenced_upsert_sql(self.table, ["saga_id"], list(values), paramstyle="format")
+        conn = await self._db()
+        try:
+            cur = await conn.execute(sql, [saga_id, *values.values(), token])
+        except Exception:
+            await self.close()
+            raise
+        if cur.rowcount != 1:
+            newest = await conn.execute(
+                f"SELECT fence_token FROM {self.table} WHERE saga_id = %s", [saga_id]
+            )
+            row = await newest.fetchone()
+            raise StaleTokenError(
+                f"saga {saga_id!r} refused token {token}: a newer orchestrator took over",
+                token=token,
+                newest=int(row[0]) if row else token,
+            )
+
+    async def load(self, saga_id: str, token: int) -> SagaRecord | None:
+        await self._fenced(saga_id, token, {})  # records the token: older ones are refused
+        return await self.peek(saga_id)
+
+    async def save(self, record: SagaRecord, token: int) -> None:
+        await self._fenced(record.saga_id, token, dict(record.to_fields()))
+
+    async def peek(self, saga_id: str) -> SagaRecord | None:
+        conn = await self._db()
+        cur = await conn.execute(
+            f"SELECT name, data, status, next, results, failed_step, error, parked_step "
+            f"FROM {self.table} WHERE saga_id = %s AND name IS NOT NULL",
+            [saga_id],
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        names = ("name", "data", "status", "next", "results", "failed_step", "error", "parked")
+        fields = {
+            (n if n != "parked" else "parked_step"): str(v).encode()
+            for n, v in zip(names, row, strict=True)
+            if v is not None
+        }
+        return SagaRecord.from_fields(saga_id, fields)
+
+    async def track(self, saga_id: str) -> None:
+        return None  # the table is its own index: unfinished rows are found by status
+
+    async def settle(self, record: SagaRecord) -> None:
+        conn = await self._db()
+        if record.status in FINISHED:
+            await conn.execute(
+                f"UPDATE {self.table} SET expires_at = now() + %s * interval '1 second' "
+                "WHERE saga_id = %s",
+                [self.retention_s, record.saga_id],
+            )
+        await conn.execute(
+            f"DELETE FROM {self.table} WHERE saga_id IN (SELECT saga_id FROM {self.table} "
+            "WHERE expires_at < now() LIMIT 100)"
+        )
+
+    async def _ids(self, statuses: tuple[str, ...], limit: int) -> list[str]:
+        conn = await self._db()
+        cur = await conn.execute(
+            f"SELECT saga_id FROM {self.table} WHERE status = ANY(%s) ORDER BY updated_ms LIMIT %s",
+            [list(statuses), limit],
+        )
+        return [row[0] for row in await cur.fetchall()]
+
+    async def unfinished(self, limit: int) -> list[str]:
+        return await self._ids(("running", "compensating"), limit)
+
+    async def parked(self, limit: int) -> list[str]:
+        return await self._ids(("parked",), limit)

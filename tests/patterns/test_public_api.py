@@ -14,6 +14,7 @@ PUBLIC = [
     "LeasedEffect",
     "Message",
     "PatternError",
+    "PostgresSagaLog",
     "RedisEffect",
     "RedisSagaLog",
     "Relay",
