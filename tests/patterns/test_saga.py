@@ -29,6 +29,7 @@ from idemkit.patterns import (
 )
 from idemkit.patterns._observe import Event
 from idemkit.patterns.saga import idempotency_key
+from integrations.httpx_client import IdempotentTransport
 
 
 class Book:
@@ -220,7 +221,9 @@ async def test_http_steps_through_the_middleware_run_once_when_the_saga_is_resum
         routes=[Route("/charge", charge, methods=["POST"])],
         middleware=[Middleware(IdempotencyMiddleware, store=aredis)],
     )
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=service), base_url="http://svc")
+    # Through the retrying transport too: it keeps the step's key on its own retries.
+    transport = IdempotentTransport(httpx.ASGITransport(app=service))
+    http = httpx.AsyncClient(transport=transport, base_url="http://svc")
     crash = {"once": True}
 
     async def charge_step(ctx: StepContext) -> Any:
