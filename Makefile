@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest redis-server bench loadtest soak clean
+.PHONY: demo test lint typecheck pytest redis-server postgres bench loadtest soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(PY) -m loadtests.demo
 
 ## test: lint, type-check and the whole test suite against real redis-server processes.
-test: $(STAMP) redis-server lint typecheck pytest
+test: $(STAMP) redis-server postgres lint typecheck pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -26,7 +26,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP) redis-server
+pytest: $(STAMP) redis-server postgres
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 ## redis-server: tests start their own servers; make sure the binary exists.
@@ -37,6 +37,18 @@ redis-server:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	else \
 		echo "redis-server is required for the tests: install it (e.g. 'sudo apt-get install redis-server')" >&2; \
+		exit 1; \
+	fi
+
+## postgres: tests start throwaway PostgreSQL servers (initdb + pg_ctl); make sure the binaries
+## exist. Debian keeps them in /usr/lib/postgresql/<version>/bin, off PATH.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "PostgreSQL server binaries missing: installing Debian's postgresql"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else \
+		echo "PostgreSQL (initdb, pg_ctl) is required for the tests: install it (e.g. 'sudo apt-get install postgresql')" >&2; \
 		exit 1; \
 	fi
 

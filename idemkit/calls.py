@@ -30,14 +30,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from idemkit.codec import StoredResult, decode_result, encode_result
+from idemkit.codec import pack_result, unpack_result
 from idemkit.engine import Engine, Renewal, outcome_of
 from idemkit.errors import (
     ConfigurationError,
     InvalidKeyError,
     KeyReuseError,
     RequestInFlightError,
-    ResultNotStoredError,
     StoreUnavailableError,
 )
 from idemkit.fingerprint import record_name
@@ -135,16 +134,7 @@ class CallSpec:
     def outcome(self, claim: Claim) -> Any:
         """The answer to a claim that did not grant the lease."""
         if claim.outcome == COMPLETED:
-            stored = decode_result(claim.result or b"")
-            if stored.payload is None:
-                type_name = stored.unstored_type or "?"
-                raise ResultNotStoredError(
-                    f"{self.name} already ran for this key, but its result (a {type_name}) "
-                    "could not be stored, so it cannot be returned again; it is not run twice. "
-                    "Return data the serializer can store, or pass serializer=...",
-                    type_name=type_name,
-                )
-            return self.serializer.loads(stored.payload)
+            return unpack_result(claim.result or b"", self.serializer, self.name)
         if claim.outcome == BUSY:
             raise RequestInFlightError(
                 f"a call of {self.name} with this key is still running; retry in "
@@ -158,19 +148,15 @@ class CallSpec:
 
     def encode(self, result: Any) -> bytes:
         """The record of a returned result; never raises (the function has run)."""
-        try:
-            payload = self.serializer.dumps(result)
-            self.serializer.loads(payload)  # stored bytes must read back
-        except Exception as exc:
-            type_name = type(result).__name__
+        data, kept = pack_result(result, self.serializer)
+        if not kept:
             _ratelog.log(
                 logging.WARNING,
                 f"unstored:{self.namespace}",
-                f"the result of {self.name} (a {type_name}) cannot be stored ({exc}); later "
-                "calls with its key raise ResultNotStoredError",
+                f"the result of {self.name} (a {type(result).__name__}) cannot be stored; "
+                "later calls with its key raise ResultNotStoredError",
             )
-            return encode_result(StoredResult(None, type_name))
-        return encode_result(StoredResult(payload))
+        return data
 
     def emit(self, clock: Stopwatch, outcome: str) -> None:
         if self.observer is not None:

@@ -12,7 +12,8 @@ from typing import Any
 
 import msgpack
 
-from idemkit.errors import CodecError
+from idemkit.errors import CodecError, ResultNotStoredError
+from idemkit.values import Serializer
 
 __all__ = [
     "FORMAT_VERSION",
@@ -22,6 +23,8 @@ __all__ = [
     "decode_result",
     "encode_response",
     "encode_result",
+    "pack_result",
+    "unpack_result",
 ]
 
 FORMAT_VERSION = 1
@@ -102,6 +105,32 @@ def decode_result(data: bytes) -> StoredResult:
     if not isinstance(payload, bytes):
         raise CodecError("stored result has an invalid shape")
     return StoredResult(payload)
+
+
+def pack_result(value: Any, serializer: Serializer) -> tuple[bytes, bool]:
+    """The record of a returned value and whether its value was kept: the serializer's bytes
+    (checked to read back), else a record naming the value's type. Never raises."""
+    try:
+        payload = serializer.dumps(value)
+        serializer.loads(payload)
+    except Exception:
+        return encode_result(StoredResult(None, type(value).__name__)), False
+    return encode_result(StoredResult(payload)), True
+
+
+def unpack_result(data: bytes, serializer: Serializer, what: str) -> Any:
+    """The value back from :func:`pack_result`; :class:`ResultNotStoredError` if it was not
+    kept (``what`` names the operation in the message)."""
+    stored = decode_result(data)
+    if stored.payload is None:
+        type_name = stored.unstored_type or "?"
+        raise ResultNotStoredError(
+            f"{what} already ran for this key, but its result (a {type_name}) could not be "
+            "stored, so it cannot be returned again; it is not run twice. Return data the "
+            "serializer can store, or pass serializer=...",
+            type_name=type_name,
+        )
+    return serializer.loads(stored.payload)
 
 
 def _unpack(data: bytes, kind: int) -> list[Any]:

@@ -8,7 +8,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from idemkit.testing import RedisCluster, RedisServer
+from idemkit.testing import PostgresServer, RedisCluster, RedisServer
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -67,3 +67,21 @@ def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
 def redis_cluster() -> Iterator[RedisCluster]:
     with RedisCluster() as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL (initdb + pg_ctl on a free port) for the session."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_dsn(postgres_server: PostgresServer) -> str:
+    """DSN of the session PostgreSQL with an empty ``public`` schema."""
+    import psycopg
+
+    with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+    return postgres_server.dsn

@@ -5,21 +5,25 @@ application's own tests. Fault injection is explicit: :meth:`RedisServer.kill` (
 :meth:`RedisServer.stop` (SIGTERM), :meth:`RedisServer.pause` / :meth:`RedisServer.resume`
 (SIGSTOP / SIGCONT) and :meth:`RedisServer.restart` on the same port and data directory.
 :class:`LossyProxy` puts a network that delays, drops answers and injects errors between a
-client and any of them.
+client and any of them. :class:`PostgresServer` is a throwaway PostgreSQL cluster
+(``initdb`` + ``pg_ctl``).
 """
 
 from __future__ import annotations
 
 from idemkit.testing.lossy_proxy import HTTP_503, LossyProxy, ProxyStats
+from idemkit.testing.postgres import PostgresServer, postgres_bindir
 from idemkit.testing.redis_cluster import RedisCluster
 from idemkit.testing.redis_server import RedisServer, free_port, redis_binary
 
 __all__ = [
     "HTTP_503",
     "LossyProxy",
+    "PostgresServer",
     "ProxyStats",
     "RedisCluster",
     "RedisServer",
     "free_port",
+    "postgres_bindir",
     "redis_binary",
 ]

@@ -216,14 +216,10 @@ def test_sqlite_fenced_writes() -> None:
 
 
 @pytest.fixture
-def pg_conn() -> Iterator[Any]:
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        conn = psycopg.connect(
-            "host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=2
-        )
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 not reachable: {exc}")
+def pg_conn(pg_dsn: str) -> Iterator[Any]:
+    import psycopg
+
+    conn = psycopg.connect(pg_dsn)
     yield conn
     conn.close()
 
