@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest redis-server postgres bench loadtest soak clean
+.PHONY: demo test lint typecheck pytest redis-server postgres fault-table bench loadtest soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ postgres:
 		echo "PostgreSQL (initdb, pg_ctl) is required for the tests: install it (e.g. 'sudo apt-get install postgresql')" >&2; \
 		exit 1; \
 	fi
+
+## fault-table: rerun the fault matrix and rewrite the README's failure table from it.
+fault-table: $(STAMP) redis-server
+	$(PY) -m tests.idemkit.fault_matrix --write README.md
 
 ## bench: all benchmarks; writes docs/BENCHMARKS.md.
 bench: $(STAMP) redis-server

@@ -51,12 +51,14 @@ class Shop:
             raise ValueError(mode)
         self.mode = mode
         self.calls: Counter[str] = Counter()
+        self.bodies: Counter[bytes] = Counter()  # executions of /payments per request body
         self.delay = 0.0
         self.gate: asyncio.Event | None = None
         self.entered = asyncio.Event()
 
     async def _pay(self, body: bytes) -> int:
         self.calls["pay"] += 1
+        self.bodies[body] += 1
         n = self.calls["pay"]
         self.entered.set()
         if self.gate is not None:
