@@ -6,8 +6,10 @@ from crdt.base import Crdt, decode
 from crdt.delta import DeltaMessage
 from crdt.dots import CausalContext, Dot
 from crdt.errors import (
+    ClockDriftError,
     CrdtCodecError,
     CrdtError,
+    DotReuseError,
     InvalidReplicaIdError,
     StoreConflictError,
     TimestampReuseError,
@@ -18,6 +20,7 @@ from crdt.errors import (
 from crdt.gcounter import GCounter
 from crdt.gset import GSet
 from crdt.hlc import HybridClock, Timestamp
+from crdt.incarnation import new_replica_id, region_of
 from crdt.lwwregister import LWWRegister
 from crdt.mvregister import MVRegister
 from crdt.ormap import ORMap
@@ -29,12 +32,14 @@ from crdt.twopset import TwoPSet
 
 __all__ = [
     "CausalContext",
+    "ClockDriftError",
     "Crdt",
     "CrdtCodecError",
     "CrdtError",
     "CrdtStore",
     "DeltaMessage",
     "Dot",
+    "DotReuseError",
     "GCounter",
     "GSet",
     "HybridClock",
@@ -54,4 +59,6 @@ __all__ = [
     "TypeMismatchError",
     "UnsupportedValueError",
     "decode",
+    "new_replica_id",
+    "region_of",
 ]
