@@ -50,7 +50,7 @@ class Event:
     duration: float = 0.0
     start_ns: int = 0
     route: str | None = None
-    attrs: Mapping[str, object] = field(default=EMPTY_ATTRS)
+    attrs: Mapping[str, object] = field(default_factory=lambda: EMPTY_ATTRS)
 
 
 Observer = Callable[[Event], None]
