@@ -27,7 +27,7 @@ from crdt.ormap import ORMap
 from crdt.orset import ORSet
 from crdt.pncounter import PNCounter
 from crdt.redis_store import CrdtStore, SyncCrdtStore
-from crdt.sync import RegionSyncer
+from crdt.sync import RegionSyncer, Skipped, SyncReport
 from crdt.twopset import TwoPSet
 
 __all__ = [
@@ -50,8 +50,10 @@ __all__ = [
     "ORSet",
     "PNCounter",
     "RegionSyncer",
+    "Skipped",
     "StoreConflictError",
     "SyncCrdtStore",
+    "SyncReport",
     "Timestamp",
     "TimestampReuseError",
     "TombstonedElementError",
