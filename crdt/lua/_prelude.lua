@@ -90,15 +90,12 @@ local function wipe(epoch)
 end
 
 -- Bring the object to the state a write builds on. Returns an error reply, or false when
--- the incoming state is of an older epoch (nothing to do), else true.
+-- the incoming state is of an older epoch (nothing to do), else true. The type is checked
+-- within one epoch only: a newer epoch may reuse the name for another type.
 local function open()
   local head = redis.call('HMGET', H, '#t', '#E', '#X')
   local known = redis.call('HGET', IDX, NAME)
   TYPE = head[1] or ''
-  if TAG ~= '' and TYPE ~= '' and TYPE ~= TAG then
-    return fail('CRDT_TYPE', 'key holds type tag ' .. TYPE .. ', not ' .. TAG)
-  end
-  if TAG ~= '' then TYPE = TAG end
   if not head[2] then
     if known then
       -- The index remembers the object but its data key is gone: someone deleted it outside
@@ -108,12 +105,10 @@ local function open()
     else
       EPOCH = '0'
       redis.call('HSET', H, '#E', '0')
-      if TYPE ~= '' then redis.call('HSET', H, '#t', TYPE) end
       redis.call('HSET', IDX, NAME, '0')
     end
   else
     EPOCH = head[2]
-    if TYPE ~= '' and not head[1] then redis.call('HSET', H, '#t', TYPE) end
     if known ~= EPOCH then redis.call('HSET', IDX, NAME, EPOCH) end
     if head[3] and not dec_gt(head[3], now_ms()) then
       NOTE = 'expired'
@@ -124,7 +119,19 @@ local function open()
   if incoming ~= '' then
     if not is_dec(incoming) then return fail('CRDT_ARG', 'epoch must be a decimal') end
     if dec_gt(EPOCH, incoming) then NOTE = 'stale'; return false end
-    if dec_gt(incoming, EPOCH) then wipe(incoming) end
+    if dec_gt(incoming, EPOCH) then
+      TYPE = TAG
+      wipe(incoming)
+    end
+  end
+  if TAG ~= '' then
+    if TYPE ~= '' and TYPE ~= TAG then
+      return fail('CRDT_TYPE', 'key holds type tag ' .. TYPE .. ', not ' .. TAG)
+    end
+    if TYPE == '' then
+      TYPE = TAG
+      redis.call('HSET', H, '#t', TAG)
+    end
   end
   if deadline ~= '' then
     if not is_dec(deadline) then return fail('CRDT_ARG', 'deadline must be a decimal') end
