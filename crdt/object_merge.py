@@ -8,7 +8,9 @@ store, the blocking store and the syncer (two stores) all drive the same code.
 A dotted type (ORSet, MVRegister) is joined in three phases, each a series of chunks that
 are themselves joins with a piece of the source, so stopping anywhere leaves a valid state:
 
-1. add the source's live dots (a chunk of them, with those dots as context);
+1. add the source's live dots the target never saw (without their context yet: dots come in
+   hash order, and marking them one by one would grow a large cloud of out-of-order dots;
+   a dot the target drops is always marked seen, so none can come back);
 2. drop the live dots of the target that the source has seen but no longer holds (the
    target's dots are scanned in chunks; for a Redis source each chunk is probed there);
 3. add the source's context to the target's, without touching live dots (``ctx_union``,
@@ -17,7 +19,8 @@ are themselves joins with a piece of the source, so stopping anywhere leaves a v
 For a Redis source the context is read *before* the live dots, so a dot in that context
 that the scan does not return was removed at the source by then. Every chunk read at the
 source carries its epoch; if the epoch moves during a copy, :class:`ObjectMovedError`
-tells the caller to start again.
+tells the caller to start again. Chunked writes log a small ``u`` entry instead of their
+chunk (option ``u``), so change-log entries stay small; peers then copy the whole object.
 """
 
 from __future__ import annotations
@@ -69,18 +72,24 @@ def _flat(pairs: Any) -> list[Arg]:
     return [x for pair in pairs for x in pair]
 
 
-def _dots_delta(name: str, tag: str, epoch: str, live: Any, rest: Any = ()) -> Call:
+CHUNKED = "u"  # log a summary entry: the chunk itself would make a large stream entry
+LIVE_FIRST = "ul"  # and add live dots without their context (phase 1)
+
+
+def _dots_delta(
+    name: str, tag: str, epoch: str, live: Any, rest: Any = (), options: str = CHUNKED
+) -> Call:
     args: list[Arg] = [len(live), *_flat(live), *rest]
-    return Call("dots_delta", name, tag, epoch, "", tuple(args))
+    return Call("dots_delta", name, tag, epoch, "", tuple(args), options)
 
 
 def _context_calls(name: str, tag: str, epoch: str, ctx: CausalContext, chunk: int) -> list[Call]:
     calls = []
     for part in chunks(list(ctx.vv.items()), chunk):
         args: list[Arg] = [len(part), *_flat((r, str(n)) for r, n in part)]
-        calls.append(Call("ctx_union", name, tag, epoch, "", tuple(args)))
+        calls.append(Call("ctx_union", name, tag, epoch, "", tuple(args), CHUNKED))
     for cloud in chunks(sorted(ctx.cloud), chunk):
-        calls.append(Call("ctx_union", name, tag, epoch, "", (0, *map(dot_str, cloud))))
+        calls.append(Call("ctx_union", name, tag, epoch, "", (0, *map(dot_str, cloud)), CHUNKED))
     return calls
 
 
@@ -90,17 +99,16 @@ def state_plan(name: str, state: Crdt, *, chunk: int, max_drift_ms: int) -> Plan
     if isinstance(state, FIELD_TYPES):
         pairs = field_pairs(state)
         if not pairs:
-            return parse_reply((yield DST, Call("touch", name, tag, epoch))).changed
+            return parse_reply((yield DST, Call("touch", name, tag, epoch))).reset
         changed = False
+        options = CHUNKED if len(pairs) > chunk else ""
         for part in chunks(pairs, chunk):
-            reply = parse_reply(
-                (yield DST, Call("merge_fields", name, tag, epoch, "", tuple(_flat(part))))
-            )
-            changed |= reply.changed
+            call = Call("merge_fields", name, tag, epoch, "", tuple(_flat(part)), options)
+            changed |= parse_reply((yield DST, call)).changed
         return changed
     if isinstance(state, LWWRegister):
         if state.timestamp is None:
-            return parse_reply((yield DST, Call("touch", name, tag, epoch))).changed
+            return parse_reply((yield DST, Call("touch", name, tag, epoch))).reset
         call = Call("lww_merge", name, tag, epoch, "", lww_args(state, max_drift_ms))
         return parse_reply((yield DST, call)).changed
     if isinstance(state, DOTTED):
@@ -125,13 +133,15 @@ def _dotted_state_plan(name: str, state: Crdt, chunk: int) -> Plan:
         # Small enough to spell the whole context as dots: one exact join, one script.
         held = {d for d, _ in live}
         rest = [s for s in map(dot_str, _expand(ctx)) if s not in held]
-        return parse_reply((yield DST, _dots_delta(name, tag, epoch, live, rest))).changed
+        call = _dots_delta(name, tag, epoch, live, rest, options="")
+        return parse_reply((yield DST, call)).changed
     first = parse_reply((yield DST, Call("touch", name, tag, epoch)))
     if first.note == "stale":
         return False
-    changed = first.changed
+    changed = first.reset
     for part in chunks(live, chunk):
-        changed |= parse_reply((yield DST, _dots_delta(name, tag, epoch, part))).changed
+        call = _dots_delta(name, tag, epoch, part, options=LIVE_FIRST)
+        changed |= parse_reply((yield DST, call)).changed
     held = {d for d, _ in live}
     cursor = b"0"
     while True:
@@ -218,7 +228,7 @@ def copy_plan(
         call = Call(
             "touch", name, "", str(epoch_int), "" if deadline_int is None else str(deadline_int)
         )
-        return parse_reply((yield DST, call)).changed
+        return parse_reply((yield DST, call)).reset
     kind = types.get(tag_int)
     if kind is None:
         raise CrdtCodecError(
@@ -228,10 +238,13 @@ def copy_plan(
     deadline = "" if deadline_int is None else str(deadline_int)
     first = parse_reply((yield DST, Call("touch", name, tag, epoch, deadline)))
     if first.note == "stale" or first.epoch != epoch_int:
-        return first.changed  # the target is in a newer epoch, or the deadline had passed
-    changed = first.changed
+        return first.reset  # the target is in a newer epoch, or the deadline had passed
+    changed = first.reset
     if kind in DOTTED:
-        changed |= yield from _copy_dotted(name, tag, epoch_int, chunk)
+        # A target that held no dots has none to drop: skip phase 2 (a first sync, or a
+        # region that came back empty, copies each object once instead of twice).
+        had_dots = int(first.result) > 0
+        changed |= yield from _copy_dotted(name, tag, epoch_int, chunk, had_dots)
     elif kind in FIELD_TYPES or kind is LWWRegister:
         fields: dict[bytes, bytes] = {}
         cursor = b"0"
@@ -242,7 +255,7 @@ def copy_plan(
             if kind is LWWRegister:
                 fields.update(pairs)
             elif pairs:
-                call = Call("merge_fields", name, tag, epoch, "", tuple(_flat(pairs)))
+                call = Call("merge_fields", name, tag, epoch, "", tuple(_flat(pairs)), CHUNKED)
                 changed |= parse_reply((yield DST, call)).changed
             cursor = page.cursor
             if cursor == b"0":
@@ -259,7 +272,7 @@ def copy_plan(
     return changed
 
 
-def _copy_dotted(name: str, tag: str, epoch_int: int, chunk: int) -> Plan:
+def _copy_dotted(name: str, tag: str, epoch_int: int, chunk: int, had_dots: bool) -> Plan:
     epoch = str(epoch_int)
     vv: dict[str, int] = {}
     cloud: list[Dot] = []
@@ -285,7 +298,8 @@ def _copy_dotted(name: str, tag: str, epoch_int: int, chunk: int) -> Plan:
         _same_epoch(page, epoch_int, name)
         live = [(f[2:], v) for f, v in page.fields]
         if live:
-            reply = parse_reply((yield DST, _dots_delta(name, tag, epoch, live)))
+            call = _dots_delta(name, tag, epoch, live, options=LIVE_FIRST)
+            reply = parse_reply((yield DST, call))
             if reply.note == "stale":
                 return changed
             changed |= reply.changed
@@ -293,7 +307,7 @@ def _copy_dotted(name: str, tag: str, epoch_int: int, chunk: int) -> Plan:
         if cursor == b"0":
             break
     cursor = b"0"
-    while True:
+    while had_dots:
         page = parse_scan((yield DST, Call("scan", name, args=(cursor, chunk, "d:*"))))
         if page.epoch != epoch_int:
             return changed

@@ -117,7 +117,9 @@ class Layout:
 @dataclass(frozen=True)
 class Call:
     """One script run against one object. ``epoch``/``deadline`` are those of the incoming
-    state ('' for a local write); ``scan_context`` picks the HASH a ``scan`` reads."""
+    state ('' for a local write); ``options`` are the write options of ``_prelude.lua``
+    ('u': log a summary entry, 'l': live dots first); ``scan_context`` picks the HASH a
+    ``scan`` reads."""
 
     script: str
     name: str
@@ -125,6 +127,7 @@ class Call:
     epoch: str = ""
     deadline: str = ""
     args: tuple[Arg, ...] = ()
+    options: str = ""
     scan_context: bool = False
 
 
@@ -140,7 +143,8 @@ class Reply:
 
     @property
     def changed(self) -> bool:
-        """For merge scripts (whose result counts what grew): did the stored state change?"""
+        """For merge scripts (whose result counts what grew): did the stored state change?
+        (``touch`` returns how many type fields the object holds: only ``reset`` counts.)"""
         return self.reset or (isinstance(self.result, int) and self.result > 0)
 
 

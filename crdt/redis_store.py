@@ -115,7 +115,7 @@ class _Base(Generic[ClientT]):
         change_log: bool = True,
         log_maxlen: int = 10_000,
         shards: int = DEFAULT_SHARDS,
-        chunk: int = 500,
+        chunk: int = 200,
         cas_attempts: int = 100,
         max_drift_ms: int = DEFAULT_MAX_DRIFT_MS,
         observer: Observer | None = None,
@@ -160,7 +160,8 @@ class _Base(Generic[ClientT]):
         script = self._scripts[call.script]
         if call.script in _WRITES:
             names = [keys.data, keys.context, keys.index] + ([keys.log] if self.change_log else [])
-            argv = [call.tag, call.name, self.log_maxlen, call.epoch, call.deadline, *call.args]
+            argv = [call.tag, call.name, self.log_maxlen, call.epoch, call.deadline, call.options]
+            argv += call.args
             return script, names, argv
         if call.script == "read":
             return script, [keys.data, keys.context, keys.index], [call.name]

@@ -156,7 +156,7 @@ class RegionSyncer:
         prefix: str = DEFAULT_PREFIX,
         shards: int = DEFAULT_SHARDS,
         batch: int = 500,
-        chunk: int = 500,
+        chunk: int = 200,
         pair_timeout: float = 5.0,
         max_drift_ms: int = DEFAULT_MAX_DRIFT_MS,
         observer: Observer | None = None,
@@ -290,8 +290,14 @@ class RegionSyncer:
             # Trimmed while we read: the entries may have a hole. Next round does a full pass.
             report.pending.append((src, dst))
             return
+        whole: dict[str, None] = {}  # objects to copy whole: once per batch, however often named
         for _, fields in entries:
-            await self._apply(src, dst, fields, report)
+            await self._apply(src, dst, fields, report, whole)
+        for name in whole:
+            try:
+                await self._copy(src, dst, name)
+            except CrdtError as exc:
+                await self._skip(src, dst, name, exc, report)
         if entries:
             moved = _Cursor(_id(entries[-1][0]), cursor.ordinal + len(entries))
             await target.client.hset(self._cursor_key(src), str(shard), str(moved))
@@ -300,7 +306,12 @@ class RegionSyncer:
             report.pending.append((src, dst))
 
     async def _apply(
-        self, src: str, dst: str, fields: dict[bytes, bytes], report: SyncReport
+        self,
+        src: str,
+        dst: str,
+        fields: dict[bytes, bytes],
+        report: SyncReport,
+        whole: dict[str, None],
     ) -> None:
         target = self.stores[dst]
         try:
@@ -310,7 +321,7 @@ class RegionSyncer:
         try:
             call = entry_call(fields, self._types, target.max_drift_ms)
             if call is None:
-                await self._copy(src, dst, name)
+                whole[name] = None
             else:
                 await target.execute(call)
         except CrdtError as exc:

@@ -29,19 +29,26 @@ local function seen(dot)
   return redis.call('HEXISTS', C, 'c:' .. dot) == 1
 end
 
--- Add a dot to the context; folds the cloud into v:<replica> when it becomes contiguous.
--- Returns true when the dot was new.
+-- Move v:<replica> up to `v`, folding in the cloud dots that became contiguous: at most
+-- FOLD of them per call, so no script runs long (a left-over cloud dot stays valid: seen()
+-- finds it either way, and the next call that moves v folds on).
+local FOLD = 1000
+local function raise_to(r, v)
+  for _ = 1, FOLD do
+    if redis.call('HDEL', C, 'c:' .. string.format('%d', v + 1) .. '|' .. r) ~= 1 then break end
+    v = v + 1
+  end
+  redis.call('HSET', C, 'v:' .. r, string.format('%d', v))
+end
+
+-- Add a dot to the context. Returns true when the dot was new.
 local function mark_seen(dot)
   local c, r = parse_dot(dot)
   local v = tonumber(redis.call('HGET', C, 'v:' .. r) or '0')
   if c <= v then return false end
   if c ~= v + 1 then return redis.call('HSETNX', C, 'c:' .. dot, '1') == 1 end
   redis.call('HDEL', C, 'c:' .. dot)
-  v = c
-  while redis.call('HDEL', C, 'c:' .. string.format('%d', v + 1) .. '|' .. r) == 1 do
-    v = v + 1
-  end
-  redis.call('HSET', C, 'v:' .. r, string.format('%d', v))
+  raise_to(r, c)
   return true
 end
 
@@ -51,7 +58,10 @@ local function add_dot(dot, payload)
   redis.call('HSET', H, 'e:' .. payload, idx and (idx .. ',' .. dot) or dot)
 end
 
+-- A dropped dot is always marked seen: a live dot may lack its context for a while (the
+-- middle of a chunked join), and a dot dropped unseen would come back with the next copy.
 local function drop_dot(dot, payload)
+  mark_seen(dot)
   redis.call('HDEL', H, 'd:' .. dot)
   local keep = {}
   for _, d in ipairs(split(redis.call('HGET', H, 'e:' .. payload))) do

@@ -1,15 +1,15 @@
 -- Add an element to an ORSet (mode 'add') or assign an MVRegister (mode 'assign') with a
 -- fresh dot of this region's incarnation; the new dot replaces the element's dots (add) or
 -- every dot (assign) held here.
--- KEYS, ARGV[1..5]: see _prelude.lua. ARGV[6] region id, ARGV[7] fresh incarnation token,
--- ARGV[8] payload (msgpack), ARGV[9] mode: 'add' | 'assign'
+-- KEYS, ARGV[1..6]: see _prelude.lua. ARGV[7] region id, ARGV[8] fresh incarnation token,
+-- ARGV[9] payload (msgpack), ARGV[10] mode: 'add' | 'assign'
 -- Returns {the new dot '<counter>|<replica>', epoch, note}
 local ok = open()
 if type(ok) == 'table' then return ok end
-local id = incarnation(ARGV[6], ARGV[7])
-local payload = ARGV[8]
+local id = incarnation(ARGV[7], ARGV[8])
+local payload = ARGV[9]
 local old = {}
-if ARGV[9] == 'assign' then
+if ARGV[10] == 'assign' then
   -- A register holds only its concurrent values: a handful of fields.
   local all = redis.call('HGETALL', H)
   for j = 1, #all, 2 do

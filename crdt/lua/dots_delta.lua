@@ -1,16 +1,18 @@
 -- Join a dot-set delta into an ORSet / MVRegister: the delta holds live dots (with their
 -- payloads) and a context given as explicit dots, never as a version vector, so the cost is
--- O(size of the delta) whatever the size of the stored set.
--- KEYS, ARGV[1..5]: see _prelude.lua. ARGV[6] n = number of live dots, then n pairs
+-- O(size of the delta) whatever the size of the stored set. With option 'l' (first phase of
+-- a chunked join) the live dots are added without being marked seen: dots copied in hash
+-- order would pile up in the cloud; the join's ctx_union brings the context in one step.
+-- KEYS, ARGV[1..6]: see _prelude.lua. ARGV[7] n = number of live dots, then n pairs
 -- dot, payload, then the delta's other context dots (seen there, not live there).
 -- Returns {1 if the stored state changed else 0, epoch, note}; CRDT_DOTREUSE when a dot
 -- arrives with another payload than the one stored for it (a replica id was reused).
 local ok = open()
 if type(ok) == 'table' then return ok end
 if not ok then return reply(0) end
-local n = tonumber(ARGV[6])
+local n = tonumber(ARGV[7])
 local live, rest = {}, {}
-local i = 7
+local i = 8
 for _ = 1, n do
   if not valid_dot(ARGV[i]) then return fail('CRDT_ARG', 'bad dot ' .. ARGV[i]) end
   live[#live + 1] = {ARGV[i], ARGV[i + 1]}
@@ -42,7 +44,9 @@ for _, pair in ipairs(live) do
   end
 end
 -- 3. Join the contexts last: joined earlier, unseen delta dots would look seen-and-removed.
-for _, pair in ipairs(live) do if mark_seen(pair[1]) then changed = true end end
+if not string.find(OPTIONS, 'l', 1, true) then
+  for _, pair in ipairs(live) do if mark_seen(pair[1]) then changed = true end end
+end
 for _, dot in ipairs(rest) do if mark_seen(dot) then changed = true end end
 if changed then
   local entry = {}

@@ -1,12 +1,12 @@
 -- Field-wise max join for GCounter, PNCounter (counts), GSet and TwoPSet (flags).
--- KEYS, ARGV[1..5]: see _prelude.lua. ARGV[6..] field, value pairs; values are canonical
+-- KEYS, ARGV[1..6]: see _prelude.lua. ARGV[7..] field, value pairs; values are canonical
 -- decimals (counts) or '1' (membership flags).
 -- Returns {number of fields that grew, epoch, note}; logs the grown fields.
 local ok = open()
 if type(ok) == 'table' then return ok end
 if not ok then return reply(0) end
 local grown = {}
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   local field, value = ARGV[i], ARGV[i + 1]
   if string.sub(field, 1, 1) == '#' or not is_dec(value) then
     return fail('CRDT_ARG', 'bad field ' .. field .. ' or value')
