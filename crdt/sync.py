@@ -22,11 +22,15 @@ every other object keeps syncing. :meth:`RegionSyncer.skipped` lists them,
 
 Liveness: pairs run concurrently, each under ``pair_timeout``, so a hung region delays the
 others by at most that; it is reported (``timed_out``) and caught up later from its cursors.
+:meth:`RegionSyncer.run` goes further: every pair loops on its own, so a slow or hung pair
+never holds up the next round of the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,8 +51,11 @@ from idemkit.observe import Event, Observer, Stopwatch, emit
 
 __all__ = ["RegionSyncer", "Skipped", "SyncReport"]
 
+log = logging.getLogger("idemkit.crdt")
+
 Pair = tuple[str, str]
 _COPY_ATTEMPTS = 3
+_NAMES_PER_STEP = 20  # full-pass progress is saved after this many objects
 
 
 @dataclass(frozen=True)
@@ -76,12 +83,13 @@ class SyncReport:
     timed_out: list[Pair] = field(default_factory=list)
     pending: list[Pair] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    errors: dict[Pair, str] = field(default_factory=dict)
     durations: dict[Pair, float] = field(default_factory=dict)
 
     @property
     def quiet(self) -> bool:
         """Nothing moved and every pair finished: the regions agree (as of this round)."""
-        failed = self.unreachable or self.timed_out or self.pending
+        failed = self.unreachable or self.timed_out or self.pending or self.errors
         return not failed and not any(self.shipped.values())
 
 
@@ -208,6 +216,26 @@ class RegionSyncer:
         await asyncio.gather(*(self._pair(src, dst, report) for src, dst in self.pairs()))
         return report
 
+    async def run(self, *, interval: float = 1.0, stop: asyncio.Event | None = None) -> None:
+        """Sync until ``stop`` is set (or the task is cancelled), every pair in its own loop.
+
+        A pair waits ``interval`` seconds between its rounds, none when it has work left.
+        Outcomes go to the observer (``crdt.sync`` per pair and round).
+        """
+        stop = stop or asyncio.Event()
+
+        async def loop(src: str, dst: str) -> None:
+            while not stop.is_set():
+                report = SyncReport()
+                await self._pair(src, dst, report)
+                if (src, dst) in report.pending:
+                    await asyncio.sleep(0)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+
+        await asyncio.gather(*(loop(src, dst) for src, dst in self.pairs()))
+
     async def run_until_quiet(self, *, max_rounds: int = 50, seconds: float = 30.0) -> bool:
         """Sync rounds until one moves nothing with every pair done; False if that never came."""
         deadline = time.monotonic() + seconds
@@ -233,6 +261,10 @@ class RegionSyncer:
         except (RedisError, OSError, StoreUnavailableError):
             outcome = "unreachable"
             report.unreachable.append(pair)
+        except Exception as exc:  # a bug must not stop the other pairs: report it
+            outcome = "error"
+            report.errors[pair] = f"{type(exc).__name__}: {exc}"
+            log.exception("crdt sync %s -> %s failed", src, dst)
         report.durations[pair] = watch.elapsed()
         attrs = {
             "src": src,
@@ -335,7 +367,7 @@ class RegionSyncer:
         index = source.layout.index_key(shard)
         cursor: Any = int(scan_cursor or 0)
         while True:
-            cursor, names = await source.client.hscan(index, cursor, count=self.batch)
+            cursor, names = await source.client.hscan(index, cursor, count=_NAMES_PER_STEP)
             for raw in names:
                 name = raw.decode() if isinstance(raw, bytes) else str(raw)
                 try:
@@ -392,6 +424,21 @@ class RegionSyncer:
         await self._copy(src, dst, name)
         await self.stores[dst].client.hdel(self._skipped_key(src), name)
         return True
+
+    async def retry_skipped(self) -> list[Skipped]:
+        """Retry every skipped object; returns those that still cannot be merged (with the
+        current reason)."""
+        remaining = []
+        for item in await self.skipped():
+            try:
+                await self.retry(item.src, item.dst, item.name)
+            except CrdtError as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                await self.stores[item.dst].client.hset(
+                    self._skipped_key(item.src), item.name, reason
+                )
+                remaining.append(Skipped(item.src, item.dst, item.name, reason))
+        return remaining
 
 
 async def _drive(plan: Plan, source: CrdtStore, target: CrdtStore) -> bool:

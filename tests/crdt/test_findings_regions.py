@@ -269,6 +269,8 @@ async def test_finding3_bad_objects_are_skipped_reported_and_retryable(regions: 
     remaining = {(s.src, s.dst, s.name) for s in await regions.syncer.skipped()}
     assert ("eu", "us", "clash") not in remaining and ("us", "eu", "clash") not in remaining
     assert any(e.name == "crdt.skip" for e in regions.events)
+    still = await regions.syncer.retry_skipped()  # the unknown type stays unmergeable here
+    assert {s.name for s in still} == {"alien"}
 
 
 # Finding 4: full states blocked Redis.
@@ -344,6 +346,36 @@ async def test_finding5_a_hung_region_delays_others_by_at_most_the_deadline(
         }
     finally:
         three_regions[2].resume()
+        await regions.close()
+
+
+async def test_finding5_run_keeps_healthy_pairs_moving_while_one_hangs(
+    three_regions: list[RedisServer],
+) -> None:
+    regions = Regions(three_regions, pair_timeout=0.5)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(regions.syncer.run(interval=0.02, stop=stop))
+    try:
+        await regions.stores["eu"].add("cart", "before")
+        three_regions[2].pause()
+        await asyncio.sleep(0.3)  # the pairs with "ap" are now stuck in their deadlines
+        start = time.perf_counter()
+        await regions.stores["eu"].add("cart", "while ap hangs")
+        us = regions.stores["us"]
+        while "while ap hangs" not in (await us.load("cart", ORSet)).value:
+            assert time.perf_counter() - start < 2.0
+            await asyncio.sleep(0.01)
+        # Each pair loops on its own: eu -> us does not wait for the stuck pairs' deadlines.
+        assert time.perf_counter() - start < 0.4
+        three_regions[2].resume()
+        ap = regions.stores["ap"]
+        while "while ap hangs" not in (await ap.load("cart", ORSet)).value:
+            assert time.perf_counter() - start < 5.0
+            await asyncio.sleep(0.02)
+    finally:
+        three_regions[2].resume()
+        stop.set()
+        await asyncio.wait_for(runner, 5)
         await regions.close()
 
 
