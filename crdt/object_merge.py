@@ -74,6 +74,9 @@ def _flat(pairs: Any) -> list[Arg]:
 
 CHUNKED = "u"  # log a summary entry: the chunk itself would make a large stream entry
 LIVE_FIRST = "ul"  # and add live dots without their context (phase 1)
+# A copy's chunks log nothing: its last step (ctx_union, or a 'touch' with option 's')
+# logs one 'u' if anything changed, and an interrupted copy is always run again.
+QUIET, QUIET_LIVE_FIRST, SIGNAL = "n", "nl", "s"
 
 
 def _dots_delta(
@@ -255,11 +258,13 @@ def copy_plan(
             if kind is LWWRegister:
                 fields.update(pairs)
             elif pairs:
-                call = Call("merge_fields", name, tag, epoch, "", tuple(_flat(pairs)), CHUNKED)
+                call = Call("merge_fields", name, tag, epoch, "", tuple(_flat(pairs)), QUIET)
                 changed |= parse_reply((yield DST, call)).changed
             cursor = page.cursor
             if cursor == b"0":
                 break
+        if kind is not LWWRegister and changed:
+            yield DST, Call("touch", name, tag, epoch, options=SIGNAL)
         if kind is LWWRegister and b"w" in fields:
             args = (fields[b"w"], fields[b"l"], fields[b"r"], fields[b"v"], str(max_drift_ms))
             changed |= parse_reply(
@@ -298,7 +303,7 @@ def _copy_dotted(name: str, tag: str, epoch_int: int, chunk: int, had_dots: bool
         _same_epoch(page, epoch_int, name)
         live = [(f[2:], v) for f, v in page.fields]
         if live:
-            call = _dots_delta(name, tag, epoch, live, options=LIVE_FIRST)
+            call = _dots_delta(name, tag, epoch, live, options=QUIET_LIVE_FIRST)
             reply = parse_reply((yield DST, call))
             if reply.note == "stale":
                 return changed

@@ -7,8 +7,9 @@
 -- ARGV[4] epoch of the incoming state ('' for a local write), ARGV[5] its expiry deadline
 -- (ms on the server clock, '' for none), ARGV[6] options: 'u' logs a change as kind 'u'
 -- ("compare the whole object with me") instead of the delta, which keeps the entries of a
--- chunked join small; 'l' (dots_delta) adds live dots without their context, which the
--- join's last step (ctx_union) brings. Script arguments proper start at ARGV[7].
+-- chunked join small; 'n' logs nothing (a chunk of a copy whose last step logs 'u');
+-- 'l' (dots_delta) adds live dots without their context, which the join's last step
+-- (ctx_union) brings; 's' (touch) logs 'u'. Script arguments proper start at ARGV[7].
 -- Every write script returns {result, epoch, note, reset}: note is '' or one of
 -- 'outside-delete' (the data key had been deleted outside the API: turned into a delete),
 -- 'expired' (the deadline had passed: the object was emptied into the next epoch) or 'stale'
@@ -25,6 +26,7 @@
 local H, C, IDX, LOG = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local TAG, NAME, OPTIONS = ARGV[1], ARGV[2], ARGV[6]
 local SUMMARY = string.find(OPTIONS, 'u', 1, true) ~= nil
+local SILENT = string.find(OPTIONS, 'n', 1, true) ~= nil
 local TYPE, EPOCH, NOTE, CHANGED = '', '0', '', false
 local INT64_MAX = '9223372036854775807'
 
@@ -76,7 +78,10 @@ end
 -- Append one entry to the shard's change stream: what changed, enough to replay it.
 local function log(kind, extra)
   if not LOG then return end
-  if SUMMARY and kind ~= 'x' and kind ~= 't' then kind, extra = 'u', {} end
+  if kind ~= 'x' and kind ~= 't' then
+    if SILENT then return end
+    if SUMMARY then kind, extra = 'u', {} end
+  end
   local args = {'XADD', LOG, 'MAXLEN', '~', ARGV[3], '*',
     'v', '1', 'n', NAME, 't', (TYPE ~= '' and TYPE) or '0', 'e', EPOCH, 'k', kind}
   for _, x in ipairs(extra) do args[#args + 1] = x end

@@ -5,6 +5,7 @@
 -- Returns {number of type fields the object holds (0 = empty), epoch, note, reset}
 local ok = open()
 if type(ok) == 'table' then return ok end
+if ok and string.find(OPTIONS, 's', 1, true) then log('u', {}) end
 local bookkeeping = 0
 for _, v in ipairs(redis.call('HMGET', H, '#t', '#E', '#X', '#i', '#r', '#v')) do
   if v then bookkeeping = bookkeeping + 1 end
