@@ -50,10 +50,11 @@ def take_snapshot(server: RedisServer) -> str:
 
 
 def restore_snapshot(server: RedisServer, snapshot: str) -> None:
-    """The region comes back from an older copy of its data."""
+    """The region comes back from an older copy of its data (the copy is used up)."""
     server.stop()
     target = os.path.join(server.directory, _AOF_DIR)
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(os.path.join(snapshot, _AOF_DIR), target)
+    shutil.move(os.path.join(snapshot, _AOF_DIR), target)
+    shutil.rmtree(snapshot, ignore_errors=True)
     server.process = None
     server.start()
