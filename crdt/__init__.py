@@ -6,8 +6,10 @@ from crdt.base import Crdt, decode
 from crdt.delta import DeltaMessage
 from crdt.dots import CausalContext, Dot
 from crdt.errors import (
+    ClockDriftError,
     CrdtCodecError,
     CrdtError,
+    DotReuseError,
     InvalidReplicaIdError,
     StoreConflictError,
     TimestampReuseError,
@@ -18,23 +20,26 @@ from crdt.errors import (
 from crdt.gcounter import GCounter
 from crdt.gset import GSet
 from crdt.hlc import HybridClock, Timestamp
+from crdt.incarnation import new_replica_id, region_of
 from crdt.lwwregister import LWWRegister
 from crdt.mvregister import MVRegister
 from crdt.ormap import ORMap
 from crdt.orset import ORSet
 from crdt.pncounter import PNCounter
 from crdt.redis_store import CrdtStore, SyncCrdtStore
-from crdt.sync import RegionSyncer
+from crdt.sync import RegionSyncer, Skipped, SyncReport
 from crdt.twopset import TwoPSet
 
 __all__ = [
     "CausalContext",
+    "ClockDriftError",
     "Crdt",
     "CrdtCodecError",
     "CrdtError",
     "CrdtStore",
     "DeltaMessage",
     "Dot",
+    "DotReuseError",
     "GCounter",
     "GSet",
     "HybridClock",
@@ -45,8 +50,10 @@ __all__ = [
     "ORSet",
     "PNCounter",
     "RegionSyncer",
+    "Skipped",
     "StoreConflictError",
     "SyncCrdtStore",
+    "SyncReport",
     "Timestamp",
     "TimestampReuseError",
     "TombstonedElementError",
@@ -54,4 +61,6 @@ __all__ = [
     "TypeMismatchError",
     "UnsupportedValueError",
     "decode",
+    "new_replica_id",
+    "region_of",
 ]

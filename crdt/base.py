@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from typing import Any, ClassVar, Self
 
-from crdt.codec import pack_envelope, unpack_envelope
+from crdt.codec import check_epoch, pack_envelope, unpack_envelope, unpack_envelope_epoch
 from crdt.dots import CausalContext
 from crdt.errors import CrdtCodecError, TypeMismatchError
 
@@ -20,10 +20,16 @@ class Crdt(abc.ABC):
     ``a.merge(b)`` (or ``a | b``) returns the join and leaves both untouched; ``a |= b``
     joins in place. Mutators change the object in place *and* return a delta: a small state
     of the same type which, merged into any replica, carries the update.
+
+    Every state also has a delete ``epoch`` (0 until the first :meth:`delete`). States of
+    different epochs do not mix: the join keeps the one with the larger epoch whole, so a
+    delete wins over the writes it did not see, and equal epochs join as usual. The order is
+    lexicographic on (epoch, state), which is again a join-semilattice.
     """
 
     TYPE_TAG: ClassVar[int]
     VERSION: ClassVar[int] = 1
+    epoch: int = 0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -65,7 +71,28 @@ class Crdt(abc.ABC):
             raise TypeMismatchError(
                 f"cannot merge {type(other).__name__} into {type(self).__name__}"
             )
-        return self._join(other)
+        if other.epoch != self.epoch:
+            return (self if self.epoch > other.epoch else other).copy()
+        joined = self._join(other)
+        joined.epoch = self.epoch
+        return joined
+
+    def _stamp(self, delta: Self) -> Self:
+        """Mark a mutator's delta with this state's epoch (else it would read as stale)."""
+        delta.epoch = self.epoch
+        return delta
+
+    def delete(self) -> Self:
+        """Empty this state into the next epoch; returns the delta (that empty state).
+
+        Merged anywhere, the delta drops every write of older epochs, including writes made
+        concurrently in other replicas (delete wins); writes made after it are kept. Two
+        replicas that delete concurrently reach the same epoch, and their later writes join.
+        """
+        fresh = type(self)()
+        fresh.epoch = self.epoch + 1
+        self._become(fresh)
+        return fresh.copy()
 
     def __or__(self, other: Self) -> Self:
         return self.merge(other)
@@ -78,26 +105,29 @@ class Crdt(abc.ABC):
         # In-place join: adopt the merged object's attributes (all types are small classes).
         for name in self._fields():
             setattr(self, name, getattr(other, name))
+        self.epoch = other.epoch
 
     @abc.abstractmethod
     def _fields(self) -> tuple[str, ...]: ...
 
     def copy(self) -> Self:
-        return self._from_payload(self._payload())
+        duplicate = self._from_payload(self._payload())
+        duplicate.epoch = self.epoch
+        return duplicate
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return bool(self._state() == other._state())
+        return self.epoch == other.epoch and bool(self._state() == other._state())
 
     __hash__ = None  # type: ignore[assignment]
 
     def to_bytes(self) -> bytes:
-        return pack_envelope(self.TYPE_TAG, self.VERSION, self._payload())
+        return pack_envelope(self.TYPE_TAG, self.VERSION, self._payload(), self.epoch)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
-        tag, version, payload = unpack_envelope(data)
+        tag, version, payload, epoch = unpack_envelope_epoch(data)
         if tag != cls.TYPE_TAG:
             other = _REGISTRY.get(tag)
             name = other.__name__ if other else f"unknown type tag {tag}"
@@ -108,11 +138,13 @@ class Crdt(abc.ABC):
                 f"version {cls.VERSION}: upgrade idemkit on this side"
             )
         try:
-            return cls._from_payload(payload)
+            state = cls._from_payload(payload)
         except CrdtCodecError:
             raise
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise CrdtCodecError(f"corrupt {cls.__name__} payload: {exc}") from None
+        state.epoch = check_epoch(epoch)
+        return state
 
 
 def decode(data: bytes) -> Crdt:

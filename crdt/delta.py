@@ -8,6 +8,11 @@ delta-merging condition). A delta that is never ready (its predecessor was lost)
 superseded by the next full-state anti-entropy round, after which it is harmless.
 
 Counters, GSet, TwoPSet and LWWRegister deltas need none of this: ``requires`` is None.
+
+Delete epochs: a delta of an older epoch than the receiver is harmless (the join ignores
+it). A delta of a newer epoch replaces the receiver's state wholesale, so it stands alone
+only if it was made on an empty state of its epoch: the delete itself, or the first write
+after it; later deltas of that epoch wait until the receiver has reached the epoch.
 """
 
 from __future__ import annotations
@@ -36,6 +41,14 @@ class DeltaMessage(Generic[T]):
         return cls(delta, context_before)
 
     def ready_for(self, receiver: Crdt) -> bool:
+        if self.delta.epoch < receiver.epoch:
+            return True
+        if self.delta.epoch > receiver.epoch:
+            if self.requires is None or self.requires.is_empty():
+                return True
+            reset = type(self.delta)()
+            reset.epoch = self.delta.epoch
+            return self.delta == reset
         if self.requires is None:
             return True
         context = receiver.causal_context

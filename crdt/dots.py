@@ -11,9 +11,16 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from crdt.errors import InvalidReplicaIdError
+from crdt.errors import DotReuseError, InvalidReplicaIdError
 
-__all__ = ["CausalContext", "Dot", "join_dot_sets", "validate_replica"]
+__all__ = [
+    "CausalContext",
+    "Dot",
+    "check_counter",
+    "check_dot_reuse",
+    "join_dot_sets",
+    "validate_replica",
+]
 
 Dot = tuple[str, int]
 
@@ -106,21 +113,39 @@ class CausalContext:
         vv_items, cloud_items = payload
         vv = {}
         for replica, counter in vv_items:
-            vv[_check_replica(replica)] = _check_counter(counter)
-        cloud = [(_check_replica(r), _check_counter(c)) for r, c in cloud_items]
+            vv[check_replica(replica)] = check_counter(counter)
+        cloud = [(check_replica(r), check_counter(c)) for r, c in cloud_items]
         return cls(vv, cloud)
 
 
-def _check_replica(replica: Any) -> str:
-    if not isinstance(replica, str):
+def check_replica(replica: Any) -> str:
+    if type(replica) is not str:
         raise TypeError(f"replica id must be a string, got {type(replica).__name__}")
     return validate_replica(replica)
 
 
-def _check_counter(counter: Any) -> int:
-    if not isinstance(counter, int) or isinstance(counter, bool) or counter < 1:
-        raise ValueError(f"dot counter must be a positive integer, got {counter!r}")
+def check_counter(counter: Any) -> int:
+    # Exactly int: "1", 1.9 and True are not dot counters (they used to read as 1).
+    if type(counter) is not int or not 1 <= counter < 2**63:
+        raise ValueError(f"dot counter must be an integer in [1, 2^63), got {counter!r}")
     return counter
+
+
+def check_dot_reuse(left: Mapping[Dot, Any], right: Mapping[Dot, Any], what: str) -> None:
+    """Raise when one dot carries different payloads (``what`` names them) on two sides.
+
+    Payloads are compared as given: callers pass canonical bytes or typed elements, so that
+    ``True`` and ``1`` never count as the same.
+    """
+    small, large = (left, right) if len(left) <= len(right) else (right, left)
+    for dot, payload in small.items():
+        theirs = large.get(dot, payload)
+        if theirs != payload or type(theirs) is not type(payload):
+            raise DotReuseError(
+                f"dot {dot[1]} of replica {dot[0]!r} names two different {what}: the replica "
+                "id was reused after losing state (a restart without saved state, or a "
+                "restored backup); give every such start a new id (crdt.new_replica_id)"
+            )
 
 
 def join_dot_sets(

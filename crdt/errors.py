@@ -14,6 +14,10 @@ Every error derives from :class:`idemkit.errors.IdemkitError`::
         │                                         that holds another type
         ├── TimestampReuseError                   two LWW writes with the same (HLC, replica) but
         │                                         different values: a replica id was reused
+        ├── DotReuseError                         one dot names two different elements or values:
+        │                                         a replica id was reused after losing state
+        ├── ClockDriftError (ValueError)          an LWW timestamp further ahead of this clock than
+        │                                         max_drift_ms
         ├── TombstonedElementError (ValueError)   re-adding an element a TwoPSet already removed
         └── StoreConflictError                    an optimistic (check-and-set) merge kept losing
                                                   the race and gave up
@@ -24,8 +28,10 @@ from __future__ import annotations
 from idemkit.errors import CodecError, IdemkitError
 
 __all__ = [
+    "ClockDriftError",
     "CrdtCodecError",
     "CrdtError",
+    "DotReuseError",
     "InvalidReplicaIdError",
     "StoreConflictError",
     "TimestampReuseError",
@@ -57,6 +63,19 @@ class TypeMismatchError(CrdtError, TypeError):
 
 class TimestampReuseError(CrdtError):
     """Two LWW writes share (HLC, replica) but differ in value: never reuse a replica id."""
+
+
+class DotReuseError(CrdtError):
+    """One dot carries two different elements or values: a replica id was reused.
+
+    Replicas mint dots ``(replica, n)`` from their own history; one that lost its state and
+    kept its id mints the same dots again. Give every start without saved state a fresh id
+    (:func:`crdt.new_replica_id`; the Redis store does it by itself).
+    """
+
+
+class ClockDriftError(CrdtError, ValueError):
+    """An LWW timestamp lies further in the future than ``max_drift_ms``; fix that clock."""
 
 
 class TombstonedElementError(CrdtError, ValueError):

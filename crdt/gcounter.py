@@ -8,7 +8,7 @@ from typing import Any
 from crdt.base import Crdt
 from crdt.dots import validate_replica
 
-__all__ = ["GCounter", "decode_count", "encode_count"]
+__all__ = ["GCounter", "check_count", "decode_count", "encode_count"]
 
 _MSGPACK_SAFE = 2**63
 
@@ -19,11 +19,21 @@ def encode_count(count: int) -> int | str:
 
 
 def decode_count(raw: Any) -> int:
-    if isinstance(raw, str) and raw.isdigit() and raw.isascii():
-        raw = int(raw)
-    if type(raw) is not int or raw < 0:
-        raise ValueError(f"count must be a non-negative integer, got {raw!r}")
-    return raw
+    # Only counts msgpack cannot carry travel as strings, and only in canonical decimal.
+    if type(raw) is str:
+        if not (raw.isascii() and raw.isdigit()) or raw.startswith("0"):
+            raise ValueError(f"count string must be a canonical decimal, got {raw!r}")
+        count = int(raw)
+        if count < _MSGPACK_SAFE:
+            raise ValueError(f"count {raw!r} fits msgpack and must travel as an integer")
+        return count
+    return check_count(raw)
+
+
+def check_count(count: Any) -> int:
+    if type(count) is not int or count < 0:
+        raise ValueError(f"count must be an int >= 0, got {count!r}")
+    return count
 
 
 class GCounter(Crdt):
@@ -35,7 +45,7 @@ class GCounter(Crdt):
         self.counts: dict[str, int] = {}
         for replica, count in (counts or {}).items():
             validate_replica(replica)
-            if decode_count(count):
+            if check_count(count):
                 self.counts[replica] = count
         self.counts = dict(sorted(self.counts.items()))
 
@@ -54,7 +64,7 @@ class GCounter(Crdt):
         if new:
             self.counts = dict(sorted({**self.counts, replica: new}.items()))
         # The delta carries the absolute count, so applying it twice changes nothing.
-        return GCounter({replica: new})
+        return self._stamp(GCounter({replica: new}))
 
     def _join(self, other: GCounter) -> GCounter:
         merged = dict(self.counts)

@@ -29,7 +29,7 @@ class GSet(Crdt):
     def add(self, element: Any) -> GSet:
         check_element(element)
         self.elements = self.elements | {element}
-        return GSet([element])
+        return self._stamp(GSet([element]))
 
     def _join(self, other: GSet) -> GSet:
         return GSet(self.elements | other.elements)

@@ -2,7 +2,10 @@
 
 A write takes a timestamp larger than the one the register holds, so a write made after
 reading the register always wins even if the writer's wall clock is behind. Concurrent
-writes are ordered by HLC, then by replica id (the larger id wins a tie).
+writes are ordered by HLC, then by replica id (the larger id wins a tie). Values are kept in
+canonical form and compared by their bytes, so equal values are one value and ``True`` and
+``1`` are two. Timestamps more than ``max_drift_ms`` ahead of the local clock are refused
+where a write enters: :meth:`LWWRegister.assign` and :meth:`LWWRegister.receive`.
 """
 
 from __future__ import annotations
@@ -10,10 +13,18 @@ from __future__ import annotations
 from typing import Any
 
 from crdt.base import Crdt
-from crdt.codec import normalize_value
+from crdt.codec import normalize_value, pack
 from crdt.dots import validate_replica
 from crdt.errors import TimestampReuseError
-from crdt.hlc import HybridClock, Timestamp, next_timestamp, wall_clock_ms
+from crdt.hlc import (
+    DEFAULT_MAX_DRIFT_MS,
+    HybridClock,
+    Timestamp,
+    check_drift,
+    check_timestamp,
+    next_timestamp,
+    wall_clock_ms,
+)
 
 __all__ = ["LWWRegister"]
 
@@ -30,7 +41,7 @@ class LWWRegister(Crdt):
         if (timestamp is None) != (replica is None):
             raise ValueError("timestamp and replica are given together or not at all")
         self._value = None if timestamp is None else normalize_value(value)
-        self.timestamp = None if timestamp is None else Timestamp(*timestamp)
+        self.timestamp = None if timestamp is None else check_timestamp(timestamp)
         self.replica = None if replica is None else validate_replica(replica)
 
     def _fields(self) -> tuple[str, ...]:
@@ -53,18 +64,53 @@ class LWWRegister(Crdt):
         *,
         clock: HybridClock | None = None,
         timestamp: Timestamp | None = None,
+        max_drift_ms: int = DEFAULT_MAX_DRIFT_MS,
+        now_ms: int | None = None,
     ) -> LWWRegister:
         """Write ``value``; the timestamp comes from ``timestamp``, else ``clock``, else HLC
-        over the wall clock, and is always past the register's current one."""
+        over the wall clock, and is always past the register's current one.
+
+        Refuses (:class:`~crdt.errors.ClockDriftError`) a ``timestamp`` or a current one that
+        lies more than ``max_drift_ms`` ahead of ``now_ms`` (default: the wall clock).
+        """
         validate_replica(replica)
-        if timestamp is None:
+        if clock is not None:
+            now = clock.now_ms() if now_ms is None else now_ms
+            max_drift_ms = clock.max_drift_ms
+        else:
+            now = wall_clock_ms() if now_ms is None else now_ms
+        if timestamp is not None:
+            timestamp = check_timestamp(timestamp)
+            check_drift(timestamp, now, max_drift_ms)
+        else:
+            if self.timestamp is not None:
+                check_drift(self.timestamp, now, max_drift_ms)
             if clock is not None:
                 timestamp = clock.tick(at_least=self.timestamp)
             else:
-                timestamp = next_timestamp(self.timestamp, wall_clock_ms())
-        delta = LWWRegister(value, timestamp, replica)
+                timestamp = next_timestamp(self.timestamp, now)
+        delta = self._stamp(LWWRegister(value, timestamp, replica))
         self._become(self.merge(delta))
         return delta
+
+    def receive(
+        self,
+        other: LWWRegister,
+        *,
+        max_drift_ms: int = DEFAULT_MAX_DRIFT_MS,
+        now_ms: int | None = None,
+    ) -> bool:
+        """Merge a register from another replica after checking its clock drift.
+
+        Returns whether ``other`` won. The join itself (``|``) never checks drift: it has to
+        stay total for the laws; this is the door where foreign timestamps come in.
+        """
+        if other.timestamp is not None:
+            now = wall_clock_ms() if now_ms is None else now_ms
+            check_drift(other.timestamp, now, max_drift_ms)
+        before = self.order_key
+        self |= other
+        return self.order_key != before
 
     def _join(self, other: LWWRegister) -> LWWRegister:
         mine, theirs = self.order_key, other.order_key
@@ -72,7 +118,7 @@ class LWWRegister(Crdt):
             return self.copy()
         if mine is None or theirs > mine:
             return other.copy()
-        if theirs == mine and other._value != self._value:
+        if theirs == mine and pack(other._value) != pack(self._value):
             raise TimestampReuseError(
                 f"replica {self.replica!r} wrote two values at {self.timestamp}: a replica id "
                 "was reused (two writers, or a restored backup); give each writer its own id"
@@ -80,7 +126,7 @@ class LWWRegister(Crdt):
         return self.copy()
 
     def _state(self) -> Any:
-        return (self.order_key, self._value)
+        return (self.order_key, pack(self._value))
 
     def _payload(self) -> Any:
         if self.timestamp is None:
@@ -92,11 +138,9 @@ class LWWRegister(Crdt):
         if payload == []:
             return cls()
         wall, logical, replica, value = payload
-        if type(wall) is not int or type(logical) is not int or wall < 0 or logical < 0:
-            raise ValueError("LWW timestamp must be two non-negative integers")
         if not isinstance(replica, str):
             raise TypeError("LWW replica id must be a string")
-        return cls(value, Timestamp(wall, logical), replica)
+        return cls(value, check_timestamp((wall, logical)), replica)
 
     def __repr__(self) -> str:
         return f"LWWRegister({self._value!r}, timestamp={self.timestamp}, replica={self.replica!r})"

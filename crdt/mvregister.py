@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from crdt.base import Crdt
-from crdt.codec import normalize_value
-from crdt.dots import CausalContext, Dot, validate_replica
+from crdt.codec import normalize_value, pack
+from crdt.dots import CausalContext, Dot, check_counter, check_dot_reuse, check_replica
 
 __all__ = ["MVRegister"]
 
@@ -37,15 +37,20 @@ class MVRegister(Crdt):
 
     def assign(self, replica: str, value: Any) -> MVRegister:
         """Write ``value``, replacing every value this replica has seen."""
-        validate_replica(replica)
+        check_replica(replica)
         value = normalize_value(value)
         dot = self.context.next_dot(replica)
-        delta = MVRegister({dot: value}, CausalContext.of(self.entries))
+        delta = self._stamp(MVRegister({dot: value}, CausalContext.of(self.entries)))
         self.entries = {dot: value}
         self.context = self.context.with_dots([dot])
         return delta
 
     def _join(self, other: MVRegister) -> MVRegister:
+        check_dot_reuse(
+            {d: pack(v) for d, v in self.entries.items()},
+            {d: pack(v) for d, v in other.entries.items()},
+            "values",
+        )
         merged = {d: v for d, v in self.entries.items() if d in other.entries}
         merged.update((d, v) for d, v in self.entries.items() if d not in other.context)
         merged.update((d, v) for d, v in other.entries.items() if d not in self.context)
@@ -62,9 +67,7 @@ class MVRegister(Crdt):
         items, ctx = payload
         entries: dict[Dot, Any] = {}
         for replica, counter, value in items:
-            if type(counter) is not int or counter < 1:
-                raise ValueError(f"dot counter must be a positive integer, got {counter!r}")
-            entries[(validate_replica(replica), counter)] = value
+            entries[(check_replica(replica), check_counter(counter))] = normalize_value(value)
         return cls(entries, CausalContext.from_payload(ctx))
 
     def __repr__(self) -> str:

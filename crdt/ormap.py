@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 
 from crdt.base import Crdt, decode
 from crdt.codec import canonical_key, check_element
-from crdt.dots import CausalContext, Dot, join_dot_sets, validate_replica
+from crdt.dots import CausalContext, Dot, check_dot_reuse, join_dot_sets, validate_replica
 from crdt.errors import TypeMismatchError
-from crdt.orset import dots_from_payload, dots_to_payload
+from crdt.orset import dot_index, dots_from_payload, dots_to_payload
 
 __all__ = ["ORMap"]
 
@@ -80,10 +80,12 @@ class ORMap(Crdt):
         target: V = current.copy() if current is not None else kind()
         value_delta = op(target)
         dot = self.context.next_dot(replica)
-        delta = ORMap(
-            {key: frozenset([dot])},
-            {key: value_delta},
-            CausalContext.of(self.keys.get(key, ())),
+        delta = self._stamp(
+            ORMap(
+                {key: frozenset([dot])},
+                {key: value_delta},
+                CausalContext.of(self.keys.get(key, ())),
+            )
         )
         self._become(self.merge(delta))
         return delta
@@ -92,11 +94,12 @@ class ORMap(Crdt):
         check_element(key)
         dots = self.keys.get(key)
         if not dots:
-            return ORMap()
+            return self._stamp(ORMap())
         self.keys = {k: d for k, d in self.keys.items() if k != key}
-        return ORMap(None, None, CausalContext.of(dots))
+        return self._stamp(ORMap(None, None, CausalContext.of(dots)))
 
     def _join(self, other: ORMap) -> ORMap:
+        check_dot_reuse(dot_index(self.keys), dot_index(other.keys), "keys")
         keys: dict[Any, frozenset[Dot]] = {}
         for key in self.keys.keys() | other.keys.keys():
             dots = join_dot_sets(
@@ -140,7 +143,9 @@ class ORMap(Crdt):
         return cls(keys, values, CausalContext.from_payload(ctx))
 
     def copy(self) -> ORMap:
-        return ORMap(self.keys, {k: v.copy() for k, v in self.values.items()}, self.context)
+        duplicate = ORMap(self.keys, {k: v.copy() for k, v in self.values.items()}, self.context)
+        duplicate.epoch = self.epoch
+        return duplicate
 
     def __repr__(self) -> str:
         return f"ORMap({self.value!r}, context={self.context!r})"

@@ -13,9 +13,17 @@ from typing import Any
 
 from crdt.base import Crdt
 from crdt.codec import canonical_key, check_element
-from crdt.dots import CausalContext, Dot, join_dot_sets, validate_replica
+from crdt.dots import (
+    CausalContext,
+    Dot,
+    check_counter,
+    check_dot_reuse,
+    check_replica,
+    join_dot_sets,
+    validate_replica,
+)
 
-__all__ = ["ORSet", "dots_from_payload", "dots_to_payload"]
+__all__ = ["ORSet", "dot_index", "dots_from_payload", "dots_to_payload"]
 
 
 def dots_to_payload(dots: frozenset[Dot]) -> list[list[Any]]:
@@ -23,12 +31,14 @@ def dots_to_payload(dots: frozenset[Dot]) -> list[list[Any]]:
 
 
 def dots_from_payload(items: Any) -> frozenset[Dot]:
-    dots = frozenset((str(r), int(c)) for r, c in items)
-    for replica, counter in dots:
-        validate_replica(replica)
-        if counter < 1:
-            raise ValueError(f"dot counter must be positive, got {counter}")
-    return dots
+    if not isinstance(items, list):
+        raise TypeError("dots must be a list of [replica, counter] pairs")
+    return frozenset((check_replica(r), check_counter(c)) for r, c in items)
+
+
+def dot_index(entries: Mapping[Any, frozenset[Dot]]) -> dict[Dot, Any]:
+    """Which element (or key) each live dot belongs to."""
+    return {dot: element for element, dots in entries.items() for dot in dots}
 
 
 class ORSet(Crdt):
@@ -68,21 +78,24 @@ class ORSet(Crdt):
         dot = self.context.next_dot(replica)
         # The delta's context also covers the element's older dots, so receivers replace
         # them by the new one instead of accumulating dots per re-add.
-        delta = ORSet({element: frozenset([dot])}, CausalContext.of(self.entries.get(element, ())))
-        self.entries = {**self.entries, element: frozenset([dot])}
+        delta = self._stamp(
+            ORSet({element: frozenset([dot])}, CausalContext.of(self.entries.get(element, ())))
+        )
+        # In place: states never share their dicts (joins and copies build new ones).
+        self.entries[element] = frozenset([dot])
         self.context = self.context.with_dots([dot])
         return delta
 
     def remove(self, element: Any) -> ORSet:
         """Remove what this replica has observed of ``element``; absent means empty delta."""
         check_element(element)
-        dots = self.entries.get(element)
+        dots = self.entries.pop(element, None)
         if not dots:
-            return ORSet()
-        self.entries = {e: d for e, d in self.entries.items() if e != element}
-        return ORSet(None, CausalContext.of(dots))
+            return self._stamp(ORSet())
+        return self._stamp(ORSet(None, CausalContext.of(dots)))
 
     def _join(self, other: ORSet) -> ORSet:
+        check_dot_reuse(dot_index(self.entries), dot_index(other.entries), "elements")
         merged: dict[Any, frozenset[Dot]] = {}
         for element in self.entries.keys() | other.entries.keys():
             dots = join_dot_sets(
@@ -105,7 +118,10 @@ class ORSet(Crdt):
     @classmethod
     def _from_payload(cls, payload: Any) -> ORSet:
         items, ctx = payload
-        return cls({e: dots_from_payload(d) for e, d in items}, CausalContext.from_payload(ctx))
+        entries = {check_element(e): dots_from_payload(d) for e, d in items}
+        if len(entries) != len(items):
+            raise ValueError("an element appears twice")
+        return cls(entries, CausalContext.from_payload(ctx))
 
     def __repr__(self) -> str:
         live = sorted(self.entries, key=canonical_key)

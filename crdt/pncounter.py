@@ -36,12 +36,12 @@ class PNCounter(Crdt):
             raise ValueError(f"amount must be an int, got {amount!r}")
         if amount < 0:
             return self.decrement(replica, -amount)
-        return PNCounter(increments=self.p.increment(replica, amount).counts)
+        return self._stamp(PNCounter(increments=self.p.increment(replica, amount).counts))
 
     def decrement(self, replica: str, amount: int = 1) -> PNCounter:
         if type(amount) is not int or amount < 0:
             raise ValueError(f"decrement amount must be an int >= 0, got {amount!r}")
-        return PNCounter(decrements=self.n.increment(replica, amount).counts)
+        return self._stamp(PNCounter(decrements=self.n.increment(replica, amount).counts))
 
     def _join(self, other: PNCounter) -> PNCounter:
         return PNCounter(self.p.merge(other.p).counts, self.n.merge(other.n).counts)

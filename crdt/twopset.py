@@ -36,15 +36,15 @@ class TwoPSet(Crdt):
                 "use an ORSet if elements are re-added"
             )
         self.added = self.added | {element}
-        return TwoPSet(added=[element])
+        return self._stamp(TwoPSet(added=[element]))
 
     def remove(self, element: Any) -> TwoPSet:
         """Remove an element this replica has seen; removing an absent one is a no-op."""
         check_element(element)
         if element not in self.value:
-            return TwoPSet()
+            return self._stamp(TwoPSet())
         self.removed = self.removed | {element}
-        return TwoPSet(removed=[element])
+        return self._stamp(TwoPSet(removed=[element]))
 
     def _join(self, other: TwoPSet) -> TwoPSet:
         return TwoPSet(self.added | other.added, self.removed | other.removed)

@@ -1,13 +1,13 @@
--- Check-and-set of a whole encoded state (ORMap, or any type through update()).
--- KEYS[1] object HASH (#t, b = envelope bytes, ver = decimal version), KEYS[2] optional stream
--- ARGV[1] type tag, ARGV[2] name, ARGV[3] stream maxlen, ARGV[4] expected version
--- ("0" = absent), ARGV[5] new encoded state
--- Returns: 1 if written, 0 if the version moved (the caller re-reads, re-merges, retries)
-local h = KEYS[1]
-local err = guard_type(h, ARGV[1])
-if err then return err end
-local ver = redis.call('HGET', h, 'ver') or '0'
-if ver ~= ARGV[4] then return 0 end
-redis.call('HSET', h, 'b', ARGV[5], 'ver', dec_add(ver, '1'))
-log_change()
-return 1
+-- Check-and-set of a whole encoded state (ORMap, or any type stored as one blob).
+-- KEYS, ARGV[1..6]: see _prelude.lua. ARGV[7] expected version ('0' = absent), ARGV[8] the
+-- new encoded state, ARGV[9] its epoch.
+-- Returns {1 if written, 0 if the version or epoch moved (re-read, re-merge, retry), epoch, note}
+local ok = open()
+if type(ok) == 'table' then return ok end
+if not is_dec(ARGV[9]) then return fail('CRDT_ARG', 'epoch must be a decimal') end
+local ver = redis.call('HGET', H, '#v') or '0'
+if ver ~= ARGV[7] or dec_gt(EPOCH, ARGV[9]) then return reply(0) end
+if dec_gt(ARGV[9], EPOCH) then wipe(ARGV[9]) end
+redis.call('HSET', H, 'b', ARGV[8], '#v', dec_add(ver, '1'))
+log('o', {})
+return reply(1)

@@ -1,12 +1,15 @@
--- Add to this region's own counter field, in exact decimal arithmetic.
--- KEYS[1] object HASH, KEYS[2] optional change stream
--- ARGV[1] type tag, ARGV[2] name, ARGV[3] stream maxlen, ARGV[4] field ("r" or "p:r"/"n:r"),
--- ARGV[5] amount (canonical non-negative decimal)
--- Returns: the field's new value (decimal string)
-local h = KEYS[1]
-local err = guard_type(h, ARGV[1])
-if err then return err end
-local new = dec_add(redis.call('HGET', h, ARGV[4]) or '0', ARGV[5])
-redis.call('HSET', h, ARGV[4], new)
-if ARGV[5] ~= '0' then log_change() end
-return new
+-- Add to this region's own count (GCounter, PNCounter), in exact decimal arithmetic.
+-- KEYS, ARGV[1..6]: see _prelude.lua. ARGV[7] region id, ARGV[8] fresh incarnation token
+-- (used only if a new incarnation is due), ARGV[9] field prefix ('p:' or 'n:'),
+-- ARGV[10] amount (canonical non-negative decimal).
+-- Returns {the incarnation's new count (decimal), epoch, note}
+local ok = open()
+if type(ok) == 'table' then return ok end
+if not is_dec(ARGV[10]) then return fail('CRDT_ARG', 'amount must be a canonical decimal') end
+local field = ARGV[9] .. incarnation(ARGV[7], ARGV[8])
+local new = dec_add(redis.call('HGET', H, field) or '0', ARGV[10])
+if ARGV[10] ~= '0' then
+  redis.call('HSET', H, field, new)
+  log('f', {'f:' .. field, new})
+end
+return reply(new)

@@ -1,29 +1,36 @@
--- Last-writer-wins merge ordered by (HLC wall ms, HLC logical, replica id bytes).
--- KEYS[1] object HASH (#t, w, l, r, v), KEYS[2] optional change stream
--- ARGV[1] type tag, ARGV[2] name, ARGV[3] stream maxlen, ARGV[4] wall ms, ARGV[5] logical,
--- ARGV[6] replica id, ARGV[7] value (msgpack)
--- Returns: 1 if the incoming write won, 0 if not; error CRDT_TSREUSE when the same
---   (HLC, replica) arrives with another value (a reused replica id)
-local h = KEYS[1]
-local err = guard_type(h, ARGV[1])
-if err then return err end
-local cur = redis.call('HMGET', h, 'w', 'l', 'r', 'v')
+-- Last-writer-wins join ordered by (HLC wall ms, HLC logical, replica id bytes), in exact
+-- decimal arithmetic (walls above 2^53 ms would go backwards as Lua doubles).
+-- KEYS, ARGV[1..6]: see _prelude.lua. ARGV[7] wall ms, ARGV[8] logical, ARGV[9] replica id,
+-- ARGV[10] value (canonical msgpack), ARGV[11] max drift ms (decimal).
+-- Returns {1 if the incoming write won else 0, epoch, note}; errors CRDT_TSREUSE when the
+-- same (HLC, replica) arrives with another value, CRDT_DRIFT when the wall lies more than
+-- the max drift ahead of this server's clock, CRDT_ARG for out-of-range parts.
+local ok = open()
+if type(ok) == 'table' then return ok end
+if not ok then return reply(0) end
+local w, l, r, v = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+for _, part in ipairs({w, l}) do
+  if not is_dec(part) or dec_gt(part, INT64_MAX) then
+    return fail('CRDT_ARG', 'HLC parts must be decimals in [0, 2^63)')
+  end
+end
+if dec_gt(w, dec_add(now_ms(), ARGV[11])) then
+  return fail('CRDT_DRIFT', 'timestamp ' .. w .. ' ms is more than ' .. ARGV[11] ..
+    ' ms ahead of this server clock')
+end
+local cur = redis.call('HMGET', H, 'w', 'l', 'r', 'v')
 local wins = false
 if not cur[1] then
   wins = true
-else
-  -- Wall ms and logical counters stay far below 2^53, so tonumber is exact here.
-  local cw, cl, nw, nl = tonumber(cur[1]), tonumber(cur[2]), tonumber(ARGV[4]), tonumber(ARGV[5])
-  if nw ~= cw then wins = nw > cw
-  elseif nl ~= cl then wins = nl > cl
-  elseif ARGV[6] ~= cur[3] then wins = bytes_lt(cur[3], ARGV[6])
-  elseif ARGV[7] ~= cur[4] then
-    return redis.error_reply('CRDT_TSREUSE replica ' .. ARGV[6] .. ' wrote two values at one HLC')
-  end
+elseif w ~= cur[1] then wins = dec_gt(w, cur[1])
+elseif l ~= cur[2] then wins = dec_gt(l, cur[2])
+elseif r ~= cur[3] then wins = bytes_lt(cur[3], r)
+elseif v ~= cur[4] then
+  return fail('CRDT_TSREUSE', 'replica ' .. r .. ' wrote two values at one HLC')
 end
 if wins then
-  redis.call('HSET', h, 'w', ARGV[4], 'l', ARGV[5], 'r', ARGV[6], 'v', ARGV[7])
-  log_change()
-  return 1
+  redis.call('HSET', H, 'w', w, 'l', l, 'r', r, 'v', v)
+  log('l', {'w', w, 'l', l, 'r', r, 'val', v})
+  return reply(1)
 end
-return 0
+return reply(0)

@@ -1,18 +1,22 @@
--- Field-wise max merge for GCounter, PNCounter, GSet and TwoPSet.
--- KEYS[1] object HASH, KEYS[2] optional change stream
--- ARGV[1] type tag, ARGV[2] name, ARGV[3] stream maxlen, then field, value pairs where
---   values are canonical decimals (counts) or "1" (set membership flags)
--- Returns: number of fields that grew (0 = nothing changed, nothing logged)
-local h = KEYS[1]
-local err = guard_type(h, ARGV[1])
-if err then return err end
-local changed = 0
-for i = 4, #ARGV, 2 do
-  local cur = redis.call('HGET', h, ARGV[i])
-  if (not cur) or dec_gt(ARGV[i + 1], cur) then
-    redis.call('HSET', h, ARGV[i], ARGV[i + 1])
-    changed = changed + 1
+-- Field-wise max join for GCounter, PNCounter (counts), GSet and TwoPSet (flags).
+-- KEYS, ARGV[1..6]: see _prelude.lua. ARGV[7..] field, value pairs; values are canonical
+-- decimals (counts) or '1' (membership flags).
+-- Returns {number of fields that grew, epoch, note}; logs the grown fields.
+local ok = open()
+if type(ok) == 'table' then return ok end
+if not ok then return reply(0) end
+local grown = {}
+for i = 7, #ARGV, 2 do
+  local field, value = ARGV[i], ARGV[i + 1]
+  if string.sub(field, 1, 1) == '#' or not is_dec(value) then
+    return fail('CRDT_ARG', 'bad field ' .. field .. ' or value')
+  end
+  local current = redis.call('HGET', H, field)
+  if (not current) or dec_gt(value, current) then
+    redis.call('HSET', H, field, value)
+    grown[#grown + 1] = 'f:' .. field
+    grown[#grown + 1] = value
   end
 end
-if changed > 0 then log_change() end
-return changed
+if #grown > 0 then log('f', grown) end
+return reply(#grown / 2)

@@ -65,7 +65,7 @@ def test_deltas_alone_in_any_order_equal_full_states(kind: str, data: st.DataObj
     for delta in deltas:
         from_deltas |= delta
     full = KINDS[kind]()
-    for replica in system.replicas:
+    for replica in [*system.replicas, *system.retired]:
         full |= replica
     assert from_deltas == full
 

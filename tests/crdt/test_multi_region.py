@@ -80,19 +80,19 @@ async def test_region_down_during_updates_catches_up(three_regions: list[RedisSe
 
 async def test_trimmed_stream_falls_back_to_full_state(three_regions: list[RedisServer]) -> None:
     clients = {name: _client(server) for name, server in zip(NAMES, three_regions, strict=True)}
-    eu = CrdtStore(clients["eu"], region="eu", log_maxlen=1)
-    syncer = RegionSyncer(clients)
+    eu = CrdtStore(clients["eu"], region="eu", log_maxlen=1, shards=1)
+    syncer = RegionSyncer(clients, shards=1)
     try:
         await eu.increment("visits", 1)
         assert await syncer.run_until_quiet(seconds=10)
         for i in range(50):  # many objects, then a trim: their names leave the stream
             await eu.add(f"cart{i}", i)
-        await clients["eu"].xtrim(eu.log_key, maxlen=1, approximate=False)
+        await clients["eu"].xtrim(eu.layout.log_key(0), maxlen=1, approximate=False)
         report = await syncer.sync_once()
         assert ("eu", "us") in report.full_passes
         assert await syncer.run_until_quiet(seconds=10)
         for name in NAMES:
-            store = CrdtStore(clients[name], region=name)
+            store = CrdtStore(clients[name], region=name, shards=1)
             for i in range(50):
                 assert (await store.load(f"cart{i}", ORSet)).value == frozenset([i])
     finally:

@@ -8,6 +8,10 @@ did not see it); LWW shows the largest (HLC, replica) write; counters sum what t
 Deltas travel through a lossy network that drops, duplicates and reorders them; a dotted
 delta is merged only once the receiver is causally ready for it (``DeltaMessage``), and
 full-state merges happen too. After every step each replica must match the model.
+
+Deletes start a new epoch: the model shows only the ops of the largest epoch a replica has
+seen (delete wins over ops it did not see). Restarts lose a replica's state; it comes back
+empty under a new incarnation id, and deltas it sent before may still arrive anywhere.
 """
 
 from __future__ import annotations
@@ -20,7 +24,15 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from crdt import Crdt, DeltaMessage, LWWRegister, TombstonedElementError
-from tests.crdt.strategies import KINDS, REPLICAS, STATEFUL_SETTINGS, Op, apply_op, ops
+from tests.crdt.strategies import (
+    KINDS,
+    REPLICAS,
+    STATEFUL_SETTINGS,
+    Op,
+    apply_op,
+    incarnation,
+    ops,
+)
 
 
 @dataclass(frozen=True)
@@ -31,6 +43,7 @@ class Event:
     observed: frozenset[int]
     cumulative: int = 0  # counters: this replica's running total for (key, sign) after the op
     order: Any = None  # LWW: the (HLC, replica) pair the write got
+    epoch: int = 0  # the epoch the op was made in (a delete: the epoch it started)
 
 
 def _target(op: Op) -> Any:
@@ -50,14 +63,15 @@ class Model:
 
     def record(self, replica: str, op: Op, observed: frozenset[int], state: Crdt) -> Event:
         cumulative = 0
-        if self.kind in ("gcounter", "pncounter") or (self.kind == "ormap" and op[0] == "inc"):
+        counting = self.kind in ("gcounter", "pncounter") and op[0] != "delete"
+        if counting or (self.kind == "ormap" and op[0] == "inc"):
             amount = op[-1]
             sign = "n" if op[0] == "dec" or amount < 0 else "p"
-            key = (replica, op[1] if self.kind == "ormap" else None, sign)
+            key = (replica, op[1] if self.kind == "ormap" else None, sign, state.epoch)
             self.totals[key] += abs(amount)
             cumulative = self.totals[key]
         order = state.order_key if isinstance(state, LWWRegister) else None
-        event = Event(len(self.events), replica, op, observed, cumulative, order)
+        event = Event(len(self.events), replica, op, observed, cumulative, order, state.epoch)
         self.events[event.id] = event
         return event
 
@@ -87,13 +101,16 @@ class Model:
         return sum(best.values())
 
     def value(self, seen: frozenset[int]) -> Any:
+        # Only the newest epoch counts: a delete hides every op it did not see.
+        epoch = max((self.events[i].epoch for i in seen), default=0)
+        seen = frozenset(i for i in seen if self.events[i].epoch == epoch)
         events = [self.events[i] for i in seen]
         if self.kind == "gcounter":
             return self._count(seen, None, "p")
         if self.kind == "pncounter":
             return self._count(seen, None, "p") - self._count(seen, None, "n")
         if self.kind == "gset":
-            return frozenset(e.op[1] for e in events)
+            return frozenset(e.op[1] for e in events if e.op[0] == "add")
         if self.kind == "twopset":
             added = {e.op[1] for e in events if e.op[0] == "add"}
             return frozenset(added - {e.op[1] for e in events if e.op[0] == "remove"})
@@ -132,18 +149,22 @@ def make_machine(kind: str) -> type[RuleBasedStateMachine]:
             self.states: list[Crdt] = [KINDS[kind]() for _ in REPLICAS]
             self.seen: list[frozenset[int]] = [frozenset() for _ in REPLICAS]
             self.inbox: list[list[tuple[int, DeltaMessage[Crdt]]]] = [[] for _ in REPLICAS]
+            self.restarts = [0] * len(REPLICAS)
 
         @rule(index=replica_index, op=ops(kind))
         def local_op(self, index: int, op: Op) -> None:
             state = self.states[index]
             before = state.causal_context
+            replica = incarnation(index, self.restarts[index])
             try:
-                delta = apply_op(state, REPLICAS[index], op)
+                delta = apply_op(state, replica, op)
             except TombstonedElementError:
                 return
-            if op[0] == "remove" and delta == KINDS[kind]():
+            nothing = KINDS[kind]()
+            nothing.epoch = state.epoch
+            if op[0] == "remove" and delta == nothing:
                 return  # removing what this replica does not hold is a no-op
-            event = self.model.record(REPLICAS[index], op, self.seen[index], state)
+            event = self.model.record(replica, op, self.seen[index], state)
             self.seen[index] = self.seen[index] | {event.id}
             for other in range(len(REPLICAS)):
                 if other != index:
@@ -180,6 +201,13 @@ def make_machine(kind: str) -> type[RuleBasedStateMachine]:
         def full_state_merge(self, src: int, dst: int) -> None:
             self.states[dst] |= self.states[src]
             self.seen[dst] = self.seen[dst] | self.seen[src]
+
+        @rule(index=replica_index)
+        def restart_without_state(self, index: int) -> None:
+            # The replica loses everything it had; it comes back under a new incarnation.
+            self.states[index] = KINDS[kind]()
+            self.seen[index] = frozenset()
+            self.restarts[index] += 1
 
         @rule(index=replica_index)
         def reload_from_bytes(self, index: int) -> None:

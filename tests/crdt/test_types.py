@@ -134,3 +134,36 @@ def test_reprs_are_readable() -> None:
     c = GCounter()
     c.increment("a", 3)
     assert repr(c) == "GCounter(value=3, counts={'a': 3})"
+
+
+def test_delete_wins_over_concurrent_writes_and_keeps_later_ones() -> None:
+    eu, us = ORSet(), ORSet()
+    us |= eu.add("eu", "old")
+    gone = eu.delete()  # eu deletes the cart...
+    us.add("us", "concurrent")  # ...while us, not having seen it, adds to the old one
+    after = eu.add("eu", "new")
+    us |= gone
+    us |= after
+    eu |= us
+    assert eu == us and eu.value == frozenset({"new"}) and eu.epoch == 1
+    # Two replicas deleting concurrently reach the same epoch; their later writes join.
+    a, b = PNCounter(), PNCounter()
+    a.delete()
+    b.delete()
+    a.increment("a", 2)
+    b.increment("b", 3)
+    assert (a | b).value == 5 and (a | b).epoch == 1
+
+
+def test_epoch_travels_in_bytes_and_old_bytes_still_read() -> None:
+    s = GCounter()
+    old_bytes = s.to_bytes()
+    s.delete()
+    s.increment("eu", 4)
+    back = GCounter.from_bytes(s.to_bytes())
+    assert back == s and back.epoch == 1 and back.value == 4
+    assert GCounter.from_bytes(old_bytes).epoch == 0
+    lww = LWWRegister()
+    lww.delete()
+    lww.assign("eu", "v", timestamp=Timestamp(1, 0))
+    assert lww.value == "v", "a write after a delete is not mistaken for a stale one"
