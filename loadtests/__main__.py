@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=_seconds, default=20.0, help="e.g. 20s (default), 2m")
     p.add_argument("--fault", choices=FAULTS, help="injected at 40%% of the run")
     p.add_argument("--users", type=int, default=20, help="Locust users (default 20)")
-    p.add_argument("--report", type=Path, help="report path (default loadtests/out/<run>/)")
+    p.add_argument("--report", type=Path, help="report path (default <out>/report.md)")
+    p.add_argument("--out", type=Path, help="logs and results (default loadtests/out/<run>/)")
     p.add_argument("--processes", type=int, default=1, help="Locust processes (default 1)")
     own = p.add_argument_group("your service (default: the built-in shop)")
     own.add_argument("--start", help='its start command, e.g. "uvicorn app:app --port {port}"')
@@ -45,10 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     own.add_argument(
         "--redis", action="store_true", help="start a throwaway Redis: {redis_url}, REDIS_URL"
     )
+    p.add_argument(
+        "--lease", type=float, default=2.0,
+        help="the service's idempotency lease, s (the shop uses it; pause-worker pauses past it)",
+    )  # fmt: skip
     shop = p.add_argument_group("the built-in shop")
     shop.add_argument("--workers", type=int, help="uvicorn workers (default 2; 1 with --embedded)")
     shop.add_argument("--embedded", action="store_true", help="fakeredis in the one worker")
-    shop.add_argument("--lease", type=float, default=2.0, help="middleware lease, seconds")
     args = parser.parse_args(argv)
     opts = RunOptions(
         duration=args.duration,
@@ -57,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         users=args.users,
         embedded=args.embedded,
         report=args.report,
+        out_dir=args.out,
         lease=args.lease,
         command=shlex.join(["python", "-m", "loadtests", *argv]),
         target=args.target,

@@ -368,7 +368,7 @@ def run(opts: RunOptions, echo: Echo = print) -> Outcome:
     violation: ``outcome.ok`` says whether the run verified)."""
     opts.check()
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = opts.out_dir or ROOT / "loadtests" / "out" / f"{stamp}-{opts.fault or 'no-fault'}"
+    out = opts.out_dir or _out_root() / f"{stamp}-{opts.fault or 'no-fault'}"
     out.mkdir(parents=True, exist_ok=True)
     result_path = out / "result.json"
     result_path.unlink(missing_ok=True)
@@ -426,6 +426,13 @@ def run(opts: RunOptions, echo: Echo = print) -> Outcome:
         echo(line)
     echo(f"report: {outcome.report}")
     return outcome
+
+
+def _out_root() -> Path:
+    # loadtests/out/ in a source checkout (ignored by git); ./loadtests-out/ when installed.
+    if (ROOT / "pyproject.toml").exists():
+        return ROOT / "loadtests" / "out"
+    return Path.cwd() / "loadtests-out"
 
 
 def _read_result(path: Path, log: Path) -> dict[str, Any]:

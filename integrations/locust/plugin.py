@@ -51,6 +51,7 @@ _WIRE_KEY = "idemkit"
 class KitState:
     tally: Tally
     checks: list[ServerCheck] = field(default_factory=list)
+    active: bool = True  # an IdempotentUser is among the run's user classes
     started: float = field(default_factory=time.time)
     verification: Verification | None = None  # set once the run is finished
 
@@ -61,8 +62,10 @@ _states: weakref.WeakKeyDictionary[Environment, KitState] = weakref.WeakKeyDicti
 def kit_state(environment: Environment) -> KitState:
     state = _states.get(environment)
     if state is None:
-        checks = _server_checks(environment.user_classes or [])
-        state = _states[environment] = KitState(Tally(keep_acks=bool(checks)), checks)
+        classes = environment.user_classes or []
+        checks = _server_checks(classes)
+        active = any(getattr(c, "idemkit_user", False) for c in classes)
+        state = _states[environment] = KitState(Tally(keep_acks=bool(checks)), checks, active)
     return state
 
 
@@ -144,6 +147,10 @@ def finish(environment: Environment) -> Verification:
     """Verify the run, run the server-side checks, write the report, set the exit code."""
     state = kit_state(environment)
     if state.verification is not None:
+        return state.verification
+    if not state.active:
+        # The locustfile imports the kit but runs none of its users: nothing to judge.
+        state.verification = Verification()
         return state.verification
     result = state.tally.verify()
     host = _host(environment)

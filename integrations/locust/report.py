@@ -84,9 +84,7 @@ def render_markdown(summary: Mapping[str, Any], plot_name: str) -> str:
         )
     lines += ["", "Failures by kind:", ""]
     failures = sorted(summary.get("failures", []), key=lambda f: -int(f["n"]))
-    lines += [f"- {f['method']} {f['name']}: {f['error']}: {f['n']}" for f in failures] or [
-        "- none"
-    ]
+    lines += [f"- {_request_name(f)}: {f['error']}: {f['n']}" for f in failures] or ["- none"]
     lines += [
         "",
         f"![latency per second]({plot_name})",
@@ -105,6 +103,11 @@ def render_markdown(summary: Mapping[str, Any], plot_name: str) -> str:
             else:
                 lines.append(f"- {name}: {value}")
     return "\n".join(lines) + "\n"
+
+
+def _request_name(row: Mapping[str, Any]) -> str:
+    method, name = str(row.get("method", "")), str(row.get("name", ""))
+    return name if name.startswith(method + " ") else f"{method} {name}".strip()
 
 
 def _routes_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -21,9 +21,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
+# Locust first: importing it monkey-patches sockets and ssl for gevent, which must happen
+# before requests (urllib3) builds its SSL context, or a script that imports this module
+# before Locust dies in a RecursionError.
+from locust import HttpUser, between
+
+# isort: split
 import gevent
 import requests
-from locust import HttpUser, between
 
 from integrations.locust import plugin
 from integrations.locust.answers import DISCONNECTED, TIMEOUT, Answer, AnswerRules
@@ -64,6 +69,7 @@ class IdempotentUser(HttpUser):
     rules: ClassVar[AnswerRules] = AnswerRules()
     server_checks: ClassVar[Sequence[ServerCheck]] = ()
     key_header: ClassVar[str] = "Idempotency-Key"
+    idemkit_user: ClassVar[bool] = True  # marks the kit's users for the end-of-run verdict
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

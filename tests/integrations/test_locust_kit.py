@@ -563,7 +563,7 @@ def test_report_renders_verdict_outcomes_latency_and_plot(tmp_path: Path) -> Non
     text = path.read_text()
     assert "## Verification: FAIL" in text and "**VIOLATION executed-twice: 1**" in text
     assert "| POST /a | 2 | 2 |" in text
-    assert "- POST POST /a: timeout: 2" in text and "2.5 s: kill -9 redis-server" in text
+    assert "- POST /a: timeout: 2" in text and "2.5 s: kill -9 redis-server" in text
     assert "  - executed: 3" in text
     svg = path.with_suffix(".svg").read_text()
     assert svg.startswith("<svg") and svg.count("<polyline") == 3 and "stroke-dasharray" in svg

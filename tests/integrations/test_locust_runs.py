@@ -156,3 +156,56 @@ def test_a_distributed_run_merges_every_worker_on_the_master(tmp_path: Path) -> 
     assert doc["verification"]["counts"]["executed-twice"] > 0
     # Latency was shipped from the workers too, for the report's plot.
     assert sum(doc["latency"]["overall"].values()) >= row["operations"]
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(120)
+def test_the_installed_wheel_runs_the_readme_example(tmp_path: Path) -> None:
+    """Built as a wheel and imported from it (not from this checkout), the kit still works."""
+    import zipfile
+
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
+        check=True,
+        timeout=110,
+    )
+    site = tmp_path / "site"
+    (wheel,) = wheels.glob("idemkit-*.whl")
+    zipfile.ZipFile(wheel).extractall(site)
+    env = {**child_env(), "PYTHONPATH": str(site)}
+    code = "import integrations.locust.user as u, loadtests.driver; print(u.__file__)"
+    where = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert where.stdout.startswith(str(site))
+    locustfile = tmp_path / "example.py"
+    locustfile.write_text(readme_example(), encoding="utf-8")
+    with serve(SHOP, "--factory", log=tmp_path / "shop.log") as base:
+        run = subprocess.run(
+            [sys.executable, "-m", "locust", "-f", str(locustfile), "--host", base,
+             "--headless", "-u", "4", "-r", "4", "-t", "4s", "--only-summary"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            timeout=60,
+        )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "idempotency verification: PASS" in run.stdout
+
+
+@pytest.mark.timeout(60)
+def test_a_locustfile_that_runs_none_of_the_kits_users_gets_no_verdict(tmp_path: Path) -> None:
+    locustfile = tmp_path / "other.py"
+    locustfile.write_text(
+        "from locust import User, constant, task\n"
+        "from integrations.locust import IdempotentUser  # imported, never run\n\n\n"
+        "class Idle(User):\n"
+        "    wait_time = constant(0.1)\n\n"
+        "    @task\n"
+        "    def nothing(self) -> None:\n"
+        "        pass\n",
+        encoding="utf-8",
+    )
+    run = run_locust(locustfile, "http://127.0.0.1:1", seconds=2, users=1)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "idempotency verification" not in run.stdout

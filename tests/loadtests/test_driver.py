@@ -88,6 +88,7 @@ def test_cli_runs_any_service_from_its_start_command(tmp_path: Path) -> None:
     report = tmp_path / "ok" / "report.md"
     start = ["--start", TARGET_APP, "--redis", "--locustfile", str(TARGET_LOCUSTFILE)]
     args = ["run", *start, "--duration", "4s", "--users", "5", "--report", str(report)]
+    args += ["--out", str(tmp_path / "out")]
     assert main(args) == 0
     text = _check_report(report)
     assert "Verification: PASS" in text and "| PATCH /accounts/{name} |" in text
