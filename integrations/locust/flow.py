@@ -163,7 +163,8 @@ class Flow:
             if leg.reuse:
                 outcome = op.observe_reuse(answer, final=not retry)
             else:
-                outcome = op.observe(answer, leg.story if attempt == 0 else "retry")
+                story = leg.story if attempt == 0 else f"{leg.story}, retry {attempt}"
+                outcome = op.observe(answer, story)
             if answer.error != ABANDONED:
                 name = leg.first_name if attempt == 0 else leg.retry_name
                 failure = self._failure(answer, outcome, leg, retry, last, attempt)
