@@ -270,7 +270,7 @@ class Shop:
     async def _reserve_unlocked(self, order_id: str, product: str, qty: int) -> bool:
         """The broken variant: read, think, write. Two buyers can both see the last unit."""
         stock = int(await self.client.get(_inv(product, "stock")) or 0)
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)  # long enough that concurrent buyers overlap under load
         if stock < qty:
             return False
         pipe = self.client.pipeline(transaction=False)
