@@ -120,9 +120,8 @@ class Outcome:
     def summary(self) -> dict[str, Any]:
         """Headline numbers: requests and failures (Locust), and outcome counts (the kit)."""
         rows = self.result.get("routes", [])
-        total = next(
-            (r for r in self.result.get("requests", []) if r.get("name") == "Aggregated"), {}
-        )
+        rows_by_name = {r.get("name"): r for r in self.result.get("requests", [])}
+        total: dict[str, Any] = rows_by_name.get("Aggregated", {})
 
         def outcome(column: str) -> int:
             return sum(int(row.get(column, 0)) for row in rows)

@@ -208,6 +208,7 @@ class Shop:
             return _error(400, "order_id, a known product and a positive qty are required")
         await self.client.hincrby(ORDER_RUNS, order_id, 1)
         await _simulated_latency(request)
+        reserved: bool | None
         if self.broken == "oversell":
             reserved = await self._reserve_unlocked(order_id, product, qty)
         else:

@@ -574,6 +574,9 @@ def test_the_kit_imports_without_locust_or_gevent() -> None:
         "import sys, integrations.locust as kit, integrations.locust.report, "
         "integrations.locust.tally, integrations.locust.flow;"
         "assert 'locust' not in sys.modules and 'gevent' not in sys.modules, 'patched';"
-        "assert set(kit.__all__) >= {'IdempotentUser', 'Route', 'Mix', 'RetryPolicy'}"
+        "assert kit.__all__ == sorted(kit.__all__);"
+        "assert set(kit.__all__) >= {'IdempotentUser', 'Route', 'Mix', 'RetryPolicy'};"
+        "assert all(getattr(kit, name) is not None for name in kit.__all__);"
+        "assert 'locust' in sys.modules  # IdempotentUser, and only it, brought Locust in"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
