@@ -113,6 +113,21 @@ def test_a_fault_applies_to_a_service_the_driver_started(tmp_path: Path) -> None
     assert outcome.timeline[0][1].startswith("kill -9 worker")
 
 
+@pytest.mark.timeout(90)
+def test_a_service_that_is_already_running_is_a_target(tmp_path: Path, redis_url: str) -> None:
+    from tests.integrations.locust_support import serve
+
+    app = "tests.integrations.locust_target:app"
+    with serve(app, log=tmp_path / "target.log", REDIS_URL=redis_url) as base:
+        options = RunOptions(
+            duration=3, users=4, target=base, locustfile=TARGET_LOCUSTFILE, out_dir=tmp_path
+        )
+        outcome = run(options, echo=_quiet)
+    assert outcome.ok, outcome.verification.lines()
+    assert outcome.summary()["acknowledged"] > 0
+    assert f"Service: {base} (already running)" in _check_report(outcome.report)
+
+
 def test_cli_rejects_impossible_combinations(capsys: pytest.CaptureFixture[str]) -> None:
     cases = [
         (["--embedded", "--fault", "restart-redis"], "real Redis"),
