@@ -60,9 +60,14 @@ fault-table: $(STAMP) redis-server
 bench: $(STAMP) redis-server
 	$(PY) -m bench
 
-## loadtest: a 20 s Locust run with verification; add FAULT=restart-redis etc.
+## loadtest: a 20 s Locust run with verification, against the shop or your own service:
+##   make loadtest FAULT=restart-redis                 (kill-worker, pause-worker)
+##   make loadtest START="uvicorn app:app --port {port} --workers 2" LOCUSTFILE=f.py FAULT=kill-worker
+##   make loadtest TARGET=http://127.0.0.1:8000 LOCUSTFILE=f.py DURATION=60s
 loadtest: $(STAMP) redis-server
-	$(PY) -m loadtests run --duration 20s $(if $(FAULT),--fault $(FAULT),)
+	$(PY) -m loadtests run --duration $(or $(DURATION),20s) $(if $(FAULT),--fault $(FAULT),) \
+		$(if $(START),--start '$(START)',) $(if $(TARGET),--target '$(TARGET)',) \
+		$(if $(LOCUSTFILE),--locustfile '$(LOCUSTFILE)',)
 
 ## soak: the long versions of the fault and load tests.
 soak: $(STAMP) redis-server

@@ -122,7 +122,7 @@ async def run_client_demo(client: Any, out: list[str]) -> bool:
     for line in result.lines():
         say(line)
     ok &= result.ok
-    return ok
+    return bool(ok)
 
 
 def _only(ledger: dict[str, Any], run: str) -> dict[str, Any]:

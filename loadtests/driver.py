@@ -1,16 +1,24 @@
-"""Run the shop under Locust, inject a fault, verify the ledger, write the report.
+"""Run a service under Locust with the idempotency kit, inject a fault, verify, report.
 
 ``python -m loadtests run --duration 20s --fault restart-redis`` starts a throwaway
-``redis-server`` (AOF on, free loopback port), the shop on uvicorn (``--workers N``), Locust
-headless for the duration, injects the fault at 40 % of the run, then checks the ledger
-against the clients' acknowledgements (:mod:`loadtests.verify`). Everything is bound to
-127.0.0.1, every wait is bounded, and every child process is killed by process group on the
-way out.
+``redis-server`` (AOF on, free loopback port), the shop on uvicorn (``--workers N``),
+Locust headless with the shop's locustfile, injects the fault at 40 % of the run, then
+writes the kit's report with the fault timeline.
+
+Any other service works the same way: ``--start "uvicorn myapp:app --port {port}"`` (the
+driver picks a free port, optionally starts a Redis for it as ``{redis_url}`` and
+``REDIS_URL``, and kills the process group afterwards) or ``--target URL`` for a service
+that is already running, with ``--locustfile`` naming the user's own locustfile. Faults
+need processes the driver started: ``restart-redis`` its Redis, ``kill-worker`` and
+``pause-worker`` the started service's worker processes.
+
+The verdict is the kit's: the client-side checks plus the locustfile's server-side check
+hooks, computed inside Locust when it quits (``--idem-json``). Everything is bound to
+127.0.0.1, every wait is bounded, and every child process is killed by process group.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -28,12 +36,12 @@ from typing import Any
 import httpx
 
 from idemkit.testing import RedisServer, free_port
-from loadtests.service import read_ledger
-from loadtests.verify import Verification, read_acks, verify
+from integrations.locust import Verification, write_report
 
 __all__ = ["FAULTS", "Outcome", "RunOptions", "run", "worker_pids"]
 
 ROOT = Path(__file__).resolve().parent.parent
+SHOP_LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 FAULTS = ("restart-redis", "kill-worker", "pause-worker")
 
 Echo = Callable[[str], None]
@@ -43,26 +51,56 @@ Echo = Callable[[str], None]
 class RunOptions:
     duration: float = 20.0
     fault: str | None = None
-    workers: int = 2
+    workers: int = 2  # the shop's uvicorn workers
     users: int = 20
     embedded: bool = False
     report: Path | None = None
     out_dir: Path | None = None
     broken: str | None = None  # SHOP_BROKEN, for the verifier's own tests
-    lease: float = 2.0  # the middleware's lease, seconds
+    lease: float = 2.0  # the shop middleware's lease, seconds
     command: str = ""  # how the run was asked for, for the report
+    target: str | None = None  # the service's base URL; may hold {port} with ``start``
+    start: str | None = None  # the user's start command: {port}, {redis_url}, {host}
+    locustfile: Path | None = None  # default: the shop's
+    redis: bool = False  # start a throwaway Redis for ``start`` even without restart-redis
+    health: str = "/"  # path polled until a started service answers (any status below 500)
+    processes: int = 1  # Locust processes (>1: a master and that many workers)
+
+    @property
+    def shop(self) -> bool:
+        return self.start is None and self.target is None
 
     def check(self) -> None:
         if self.fault is not None and self.fault not in FAULTS:
             raise ValueError(f"--fault must be one of {', '.join(FAULTS)}, got {self.fault!r}")
+        if not 1 <= self.duration <= 3600 or not 1 <= self.users <= 1000:
+            raise ValueError("duration must be 1..3600 s and users 1..1000")
+        if not 1 <= self.processes <= 16:
+            raise ValueError("--processes must be 1..16")
+        if not self.shop:
+            if self.embedded or self.broken:
+                raise ValueError("--embedded and broken shops are options of the built-in shop")
+            if self.locustfile is None:
+                raise ValueError("--target/--start need --locustfile: the service's own routes")
+            if self.start is None and self.fault is not None:
+                raise ValueError(
+                    f"--fault {self.fault} needs processes the driver started: give --start"
+                )
+            return
         if self.embedded and self.workers != 1:
             raise ValueError("--embedded keeps state in one process: use --workers 1")
         if self.embedded and self.fault is not None:
             raise ValueError("faults need a real Redis and several workers: drop --embedded")
         if self.fault in ("kill-worker", "pause-worker") and self.workers < 2:
             raise ValueError(f"--fault {self.fault} needs --workers 2 or more")
-        if not 1 <= self.duration <= 3600 or not 1 <= self.users <= 1000:
-            raise ValueError("duration must be 1..3600 s and users 1..1000")
+
+    @property
+    def wants_redis(self) -> bool:
+        if self.shop:
+            return not self.embedded
+        return self.start is not None and (
+            self.redis or self.fault == "restart-redis" or "{redis_url}" in self.start
+        )
 
 
 @dataclass
@@ -70,29 +108,44 @@ class Outcome:
     options: RunOptions
     out_dir: Path
     verification: Verification
-    ledger: dict[str, Any]
-    stats: list[dict[str, str]]
-    failures: list[dict[str, str]]
-    latency: dict[str, Any]
-    timeline: list[tuple[float, str]] = field(default_factory=list)
+    result: dict[str, Any]  # the kit's run summary (``--idem-json``) plus driver facts
+    timeline: list[tuple[float, str]] = field(default_factory=list)  # (epoch, what)
     report: Path | None = None
+    locust_exit: int | None = None
 
     @property
     def ok(self) -> bool:
         return self.verification.ok
 
     def summary(self) -> dict[str, Any]:
-        from loadtests.report import summarize
+        """Headline numbers: requests and failures (Locust), and outcome counts (the kit)."""
+        rows = self.result.get("routes", [])
+        rows_by_name = {r.get("name"): r for r in self.result.get("requests", [])}
+        total: dict[str, Any] = rows_by_name.get("Aggregated", {})
 
-        return summarize(self)
+        def outcome(column: str) -> int:
+            return sum(int(row.get(column, 0)) for row in rows)
+
+        return {
+            "requests": int(total.get("requests", 0)),
+            "failures": int(total.get("failures", 0)),
+            "operations": outcome("operations"),
+            "acknowledged": outcome("acknowledged"),
+            "executed": outcome("executed"),
+            "replays": outcome("replayed"),
+            "conflicts_409": outcome("409"),
+            "mismatches_422": outcome("422"),
+            "unavailable_503": outcome("503"),
+            "timeouts": outcome("timeout"),
+            "abandoned": outcome("abandoned"),
+            "service": self.result.get("info", {}),
+            "verification": self.verification.to_dict(),
+        }
 
 
 def worker_pids(parent: int) -> list[int]:
-    """uvicorn's worker processes under its supervisor ``parent``, from /proc.
-
-    Only ``multiprocessing.spawn`` children count: the supervisor also owns a
-    ``resource_tracker`` process, which is no worker.
-    """
+    """Worker processes of a server whose supervisor is ``parent`` (uvicorn, gunicorn), from
+    /proc: its live children, except multiprocessing's ``resource_tracker``."""
     children: list[int] = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -106,7 +159,7 @@ def worker_pids(parent: int) -> list[int]:
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                if b"spawn_main" in cmdline.read():
+                if b"resource_tracker" not in cmdline.read():
                     children.append(int(entry))
         except OSError:
             continue
@@ -129,7 +182,7 @@ def _kill_group(proc: subprocess.Popen[bytes] | None, grace: float = 5.0) -> Non
 
 @contextlib.contextmanager
 def _redis(opts: RunOptions) -> Iterator[RedisServer | None]:
-    if opts.embedded:
+    if not opts.wants_redis:
         yield None
         return
     server = RedisServer(appendonly=True)
@@ -139,77 +192,92 @@ def _redis(opts: RunOptions) -> Iterator[RedisServer | None]:
         server.close()
 
 
+def _env(extra: dict[str, str]) -> dict[str, str]:
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else "")}
+    for name in ("REDIS_URL", "SHOP_BROKEN"):
+        env.pop(name, None)
+    env.update(extra)
+    return env
+
+
 def _start_service(
     opts: RunOptions, url: str | None, port: int, log: Path
 ) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "SHOP_LEASE": str(opts.lease), "PYTHONPATH": str(ROOT)}
-    env.pop("REDIS_URL", None)
-    env.pop("SHOP_BROKEN", None)
+    extra = {"PORT": str(port)}
     if url:
-        env["REDIS_URL"] = url
-    if opts.broken:
-        env["SHOP_BROKEN"] = opts.broken
-    args = [
-        sys.executable, "-m", "uvicorn", "loadtests.service:app_factory", "--factory",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(opts.workers),
-        "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "2",
-    ]  # fmt: skip
+        extra["REDIS_URL"] = url
+    if opts.shop:
+        extra["SHOP_LEASE"] = str(opts.lease)
+        if opts.broken:
+            extra["SHOP_BROKEN"] = opts.broken
+        args = [
+            sys.executable, "-m", "uvicorn", "loadtests.service:app_factory", "--factory",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", str(opts.workers),
+            "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "2",
+        ]  # fmt: skip
+        cwd = ROOT
+    else:
+        assert opts.start is not None
+        args = shlex.split(opts.start.format(port=port, redis_url=url or "", host="127.0.0.1"))
+        cwd = Path.cwd()
     with log.open("wb") as out:
         return subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            args, cwd=cwd, env=_env(extra), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], base: str, workers: int, log: Path) -> None:
+def _wait_ready(proc: subprocess.Popen[bytes], opts: RunOptions, base: str, log: Path) -> None:
     deadline = time.monotonic() + 30
+    path = "/health" if opts.shop else opts.health
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the service exited at start:\n{log.read_text()[-2000:]}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200 and (
-                workers == 1 or len(worker_pids(proc.pid)) >= workers
+            status = httpx.get(base.rstrip("/") + path, timeout=1).status_code
+            ready = status == 200 if opts.shop else status < 500
+            if ready and (
+                not opts.shop or opts.workers == 1 or len(worker_pids(proc.pid)) >= opts.workers
             ):
                 return
         time.sleep(0.1)
-    raise RuntimeError(
-        f"the service did not answer /health within 30 s:\n{log.read_text()[-2000:]}"
-    )
+    raise RuntimeError(f"the service did not answer {path} within 30 s:\n{log.read_text()[-2000:]}")
 
 
 def _start_locust(opts: RunOptions, base: str, out: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "LOADTEST_ACKS_DIR": str(out / "acks"), "PYTHONPATH": str(ROOT)}
+    locustfile = opts.locustfile or SHOP_LOCUSTFILE
     args = [
-        sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py"),
+        sys.executable, "-m", "locust", "-f", str(locustfile),
         "--headless", "-u", str(opts.users), "-r", str(opts.users),
         "-t", f"{round(opts.duration)}s", "--host", base,
-        "--csv", str(out / "locust"), "--only-summary", "--stop-timeout", "2",
-        "--loglevel", "WARNING",
+        "--only-summary", "--stop-timeout", "2", "--loglevel", "WARNING",
+        "--idem-json", str(out / "result.json"),
     ]  # fmt: skip
+    if opts.processes > 1:
+        args += ["--processes", str(opts.processes)]
     with (out / "locust.log").open("wb") as log:
         return subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            args, cwd=ROOT if opts.shop else Path.cwd(), env=_env({}), stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
 
 
 class _Faults(threading.Thread):
-    """Injects the fault at 40 % of the run; records what it did and when."""
+    """Injects the fault at 40 % of the run; records what it did and when (epoch)."""
 
     def __init__(
-        self,
-        opts: RunOptions,
-        server: RedisServer | None,
-        service: subprocess.Popen[bytes],
-        t0: float,
+        self, opts: RunOptions, server: RedisServer | None, service: subprocess.Popen[bytes]
     ) -> None:
         super().__init__(daemon=True, name="fault-injector")
-        self.opts, self.server, self.service, self.t0 = opts, server, service, t0
+        self.opts, self.server, self.service = opts, server, service
         self.timeline: list[tuple[float, str]] = []
         self.error: BaseException | None = None
         self.cancel = threading.Event()
         self._paused: int | None = None
 
     def note(self, what: str) -> None:
-        self.timeline.append((round(time.monotonic() - self.t0, 2), what))
+        self.timeline.append((time.time(), what))
 
     def run(self) -> None:
         try:
@@ -220,7 +288,8 @@ class _Faults(threading.Thread):
             self.error = exc
 
     def _restart_redis(self) -> None:
-        assert self.server is not None
+        if self.server is None:
+            raise RuntimeError("restart-redis needs the Redis the driver started")
         self.note(f"kill -9 redis-server (port {self.server.port})")
         self.server.kill()
         time.sleep(1.0)
@@ -228,30 +297,35 @@ class _Faults(threading.Thread):
         self.server.start()
         self.note("redis-server restarted from its AOF on the same port")
 
-    def _kill_worker(self) -> None:
+    def _workers(self, what: str) -> list[int]:
         pids = worker_pids(self.service.pid)
         if not pids:
-            raise RuntimeError("no uvicorn worker to kill")
+            raise RuntimeError(
+                f"no worker process to {what}: the started service has no child processes "
+                "(run it with several workers, e.g. uvicorn --workers 2)"
+            )
+        return pids
+
+    def _kill_worker(self) -> None:
+        pids = self._workers("kill")
         os.kill(pids[0], signal.SIGKILL)
-        self.note(f"kill -9 uvicorn worker {pids[0]} (of {pids})")
+        self.note(f"kill -9 worker {pids[0]} (of {pids})")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not self.cancel.is_set():
             now = worker_pids(self.service.pid)
-            if len(now) >= self.opts.workers and pids[0] not in now:
-                self.note(f"uvicorn replaced it: workers now {now}")
+            if len(now) >= len(pids) and pids[0] not in now:
+                self.note(f"the server replaced it: workers now {now}")
                 return
             time.sleep(0.2)
 
     def _pause_worker(self) -> None:
-        pids = worker_pids(self.service.pid)
-        if not pids:
-            raise RuntimeError("no uvicorn worker to pause")
+        pids = self._workers("pause")
         # Past the middleware lease, below uvicorn's 5 s health-check timeout (which would
         # otherwise replace the worker instead of letting it wake up as a zombie).
         pause = self.opts.lease + 1.5
         self._paused = pids[0]
         os.kill(pids[0], signal.SIGSTOP)
-        self.note(f"SIGSTOP uvicorn worker {pids[0]} for {pause:.1f} s (lease {self.opts.lease} s)")
+        self.note(f"SIGSTOP worker {pids[0]} for {pause:.1f} s (lease {self.opts.lease} s)")
         try:
             self.cancel.wait(pause)
         finally:
@@ -262,83 +336,63 @@ class _Faults(threading.Thread):
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
-            self.note(f"SIGCONT uvicorn worker {pid}")
+            self.note(f"SIGCONT worker {pid}")
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    import csv
-
-    if not path.exists():
-        return []
-    with path.open(newline="", encoding="utf-8") as rows:
-        return list(csv.DictReader(rows))
-
-
-def _merge_latency(directory: Path) -> dict[str, Any]:
-    merged: dict[str, Any] = {"latency_ms": {}, "per_second": {}, "failures_per_second": {}}
-    starts = []
-    for path in sorted(directory.glob("latency-*.json")):
-        doc = json.loads(path.read_text())
-        starts.append(doc["started"])
-        for ms, n in doc["latency_ms"].items():
-            merged["latency_ms"][ms] = merged["latency_ms"].get(ms, 0) + n
-        for sec, hist in doc["per_second"].items():
-            slot = merged["per_second"].setdefault(sec, {})
-            for ms, n in hist.items():
-                slot[ms] = slot.get(ms, 0) + n
-        for sec, n in doc["failures_per_second"].items():
-            merged["failures_per_second"][sec] = merged["failures_per_second"].get(sec, 0) + n
-    merged["started"] = min(starts, default=0.0)
-    return merged
-
-
-def _ledger(opts: RunOptions, server: RedisServer | None, base: str) -> dict[str, Any]:
-    if server is None:
-        doc: dict[str, Any] = httpx.get(f"{base}/_ledger", timeout=10).json()
-        return doc
-
-    async def read() -> dict[str, Any]:
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis.from_url(server.url)
-        try:
-            return await read_ledger(client)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(read())
+def _describe(opts: RunOptions, server: RedisServer | None, base: str) -> str:
+    if opts.shop:
+        where = "the embedded store" if opts.embedded else "a throwaway redis-server with AOF"
+        broken = f", planted defect `SHOP_BROKEN={opts.broken}`" if opts.broken else ""
+        service = (
+            f"Service: the shop (`loadtests/service.py`) on uvicorn, {opts.workers} worker(s), "
+            f"{where}; middleware lease {opts.lease:g} s{broken}."
+        )
+    elif opts.start:
+        redis = f", with a throwaway redis-server on :{server.port}" if server else ""
+        service = f"Service: `{opts.start}` at {base}{redis}."
+    else:
+        service = f"Service: {base} (already running)."
+    locustfile = opts.locustfile or SHOP_LOCUSTFILE
+    with contextlib.suppress(ValueError):
+        locustfile = locustfile.resolve().relative_to(ROOT)
+    return (
+        f"{service} {opts.users} Locust users for {opts.duration:g} s (`{locustfile}`)"
+        + (f", {opts.processes} Locust processes" if opts.processes > 1 else "")
+        + (f"; fault `{opts.fault}` at 40 % of the run." if opts.fault else ".")
+    )
 
 
 def run(opts: RunOptions, echo: Echo = print) -> Outcome:
     """One bounded run; returns the outcome and writes the report (never raises on a
-    violation: ``outcome.ok`` says whether the ledger verified)."""
+    violation: ``outcome.ok`` says whether the run verified)."""
     opts.check()
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = opts.out_dir or ROOT / "loadtests" / "out" / f"{stamp}-{opts.fault or 'no-fault'}"
-    (out / "acks").mkdir(parents=True, exist_ok=True)
+    out = opts.out_dir or _out_root() / f"{stamp}-{opts.fault or 'no-fault'}"
+    out.mkdir(parents=True, exist_ok=True)
+    result_path = out / "result.json"
+    result_path.unlink(missing_ok=True)
     service: subprocess.Popen[bytes] | None = None
     locust: subprocess.Popen[bytes] | None = None
     faults: _Faults | None = None
+    locust_exit: int | None = None
     with _redis(opts) as server:
         try:
             port = free_port()
-            base = f"http://127.0.0.1:{port}"
-            where = f"redis-server :{server.port} (AOF)" if server else "embedded store"
-            echo(f"service: {opts.workers} uvicorn worker(s) on {base}, {where}")
-            service = _start_service(
-                opts, server.url if server else None, port, out / "service.log"
-            )
-            _wait_ready(service, base, opts.workers, out / "service.log")
-            echo(f"locust: {opts.users} users for {opts.duration:.0f} s" + (
-                f", fault {opts.fault} at {opts.duration * 0.4:.0f} s" if opts.fault else ""
-            ))  # fmt: skip
-            t0 = time.monotonic()
+            base = (opts.target or "http://127.0.0.1:{port}").format(port=port)
+            description = _describe(opts, server, base)
+            echo(description)
+            if opts.start is not None or opts.shop:
+                service = _start_service(
+                    opts, server.url if server else None, port, out / "service.log"
+                )
+                _wait_ready(service, opts, base, out / "service.log")
             locust = _start_locust(opts, base, out)
             if opts.fault:
-                faults = _Faults(opts, server, service, t0)
+                assert service is not None
+                faults = _Faults(opts, server, service)
                 faults.start()
             try:
-                locust.wait(opts.duration + 45)
+                locust_exit = locust.wait(opts.duration + 60)
             except subprocess.TimeoutExpired:
                 echo("locust overran its time budget: killed")
             if faults is not None:
@@ -347,40 +401,63 @@ def run(opts: RunOptions, echo: Echo = print) -> Outcome:
                 faults.resume()
                 if faults.error is not None:
                     raise RuntimeError(f"fault injection failed: {faults.error}")
-                for at, what in faults.timeline:
-                    echo(f"fault @{at:5.1f}s: {what}")
-            time.sleep(1.0)  # the service flushes its event counters every 0.5 s
-            ledger = _ledger(opts, server, base)
         finally:
             _kill_group(locust)
             _kill_group(service)
             if faults is not None:
                 faults.resume()
-    acks = read_acks(sorted((out / "acks").glob("acks-*.jsonl")))
-    outcome = Outcome(
-        options=opts,
-        out_dir=out,
-        verification=verify(ledger, acks),
-        ledger=ledger,
-        stats=_read_csv(out / "locust_stats.csv"),
-        failures=_read_csv(out / "locust_failures.csv"),
-        latency=_merge_latency(out / "acks"),
-        timeline=faults.timeline if faults else [],
+    result = _read_result(result_path, out / "locust.log")
+    timeline = faults.timeline if faults else []
+    t0 = float(result.get("started") or 0)
+    for at, what in timeline:
+        echo(f"fault @{at - t0:5.1f}s: {what}")
+    result.update(
+        title=f"{'the shop' if opts.shop else base}, {opts.fault or 'no fault'}",
+        command=opts.command or command_line(opts),
+        service=description,
+        timeline=timeline,
     )
-    from loadtests.report import write_report
-
-    outcome.report = write_report(outcome, opts.report or out / "report.md")
-    for line in outcome.verification.lines():
+    verification = Verification.from_dict(result.get("verification", {}))
+    outcome = Outcome(opts, out, verification, result, timeline, locust_exit=locust_exit)
+    outcome.report = write_report(result, opts.report or out / "report.md")
+    (out / "result.json").write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
+    for line in verification.lines():
         echo(line)
     echo(f"report: {outcome.report}")
     return outcome
+
+
+def _out_root() -> Path:
+    # loadtests/out/ in a source checkout (ignored by git); ./loadtests-out/ when installed.
+    if (ROOT / "pyproject.toml").exists():
+        return ROOT / "loadtests" / "out"
+    return Path.cwd() / "loadtests-out"
+
+
+def _read_result(path: Path, log: Path) -> dict[str, Any]:
+    try:
+        doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return doc
+    except (OSError, ValueError):
+        tail = log.read_text(errors="replace")[-1500:] if log.exists() else "(no log)"
+        failed = Verification()
+        failed.fail("locust-failed", f"Locust wrote no result; the end of its log:\n{tail}")
+        return {"verification": failed.to_dict()}
 
 
 def command_line(opts: RunOptions) -> str:
     parts = ["python", "-m", "loadtests", "run", "--duration", f"{opts.duration:g}s"]
     if opts.fault:
         parts += ["--fault", opts.fault]
-    parts += ["--workers", str(opts.workers), "--users", str(opts.users)]
+    if opts.target:
+        parts += ["--target", opts.target]
+    if opts.start:
+        parts += ["--start", opts.start]
+    if opts.locustfile:
+        parts += ["--locustfile", str(opts.locustfile)]
+    if opts.shop:
+        parts += ["--workers", str(opts.workers)]
+    parts += ["--users", str(opts.users)]
     if opts.embedded:
         parts.append("--embedded")
     return shlex.join(parts)

@@ -10,9 +10,17 @@ server or :func:`idemkit.embedded_redis`). ``app_factory()`` is the uvicorn entr
     REDIS_URL=redis://127.0.0.1:7001/0 uvicorn loadtests.service:app_factory --factory --workers 2
 
 Without ``REDIS_URL`` it runs on the embedded store (one worker only: the state lives in the
-process). ``SHOP_BROKEN=double-charge`` exempts ``/payments`` from the middleware and
-``SHOP_BROKEN=oversell`` reserves stock without the lock, so the verifier's own tests can
-prove that it catches both.
+process). ``SHOP_BROKEN`` plants one defect, so the verifier's own tests can prove that it
+catches each:
+
+* ``double-charge``: ``/payments`` is exempt from the middleware;
+* ``no-middleware``: the idempotency middleware is removed altogether;
+* ``oversell``: stock is reserved without the lock (read, think, write);
+* ``unstable-replay``: a middleware *outside* the idempotency middleware stamps every JSON
+  answer with the time it was sent, so a replay no longer equals the first answer.
+
+The shop uses only idemkit's public API: ``IdempotencyMiddleware``, ``fencing_token`` and
+``FencedLock``.
 """
 
 from __future__ import annotations
@@ -33,10 +41,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from idemkit.context import fencing_token
-from idemkit.lease import BUSY, CLAIMED, LeaseStore
-from idemkit.middleware import IdempotencyMiddleware
-from idemkit.observe import Event
+from idemkit import (
+    FencedLock,
+    IdempotencyMiddleware,
+    LockTimeoutError,
+    StoreUnavailableError,
+    fencing_token,
+)
 
 __all__ = [
     "BROKEN_MODES",
@@ -46,7 +57,7 @@ __all__ = [
     "read_ledger",
 ]
 
-BROKEN_MODES = ("double-charge", "oversell")
+BROKEN_MODES = ("double-charge", "no-middleware", "oversell", "unstable-replay")
 
 # Two scarce products that every user fights over, and plenty of everything else.
 DEFAULT_STOCK: dict[str, int] = {
@@ -110,6 +121,7 @@ end
 return redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 """
 
+_LOCKS = "shop-lock:"
 _LOCK_LEASE_MS = 2000
 _LOCK_WAIT_S = 3.0
 _MAX_LATENCY_MS = 5000
@@ -122,8 +134,11 @@ class _Events:
     def __init__(self) -> None:
         self.pending: Counter[str] = Counter()
 
-    def __call__(self, event: Event) -> None:
-        self.pending[event.outcome] += 1
+    def __call__(self, event: object) -> None:
+        # An idemkit.observe.Event (name, outcome) or, from older middleware, the outcome.
+        if getattr(event, "name", "idempotency.request") != "idempotency.request":
+            return
+        self.pending[str(getattr(event, "outcome", event))] += 1
 
     async def flush(self, client: Any) -> None:
         if not self.pending:
@@ -145,7 +160,6 @@ class Shop:
         self.client = client
         self.broken = broken
         self.stock = dict(stock)
-        self.locks = LeaseStore(client, prefix="shop-lock:")
         self.reserve_script = client.register_script(_RESERVE)
         self.charge_script = client.register_script(_CHARGE)
         self.events = _Events()
@@ -194,6 +208,7 @@ class Shop:
             return _error(400, "order_id, a known product and a positive qty are required")
         await self.client.hincrby(ORDER_RUNS, order_id, 1)
         await _simulated_latency(request)
+        reserved: bool | None
         if self.broken == "oversell":
             reserved = await self._reserve_unlocked(order_id, product, qty)
         else:
@@ -230,15 +245,11 @@ class Shop:
 
     async def _reserve_locked(self, order_id: str, product: str, qty: int) -> bool | None:
         """Reserve under the fenced lock; None when the lock stayed busy for too long."""
-        lock = self.locks.record_key(f"inv:{product}")
-        deadline = time.monotonic() + _LOCK_WAIT_S
-        while True:
-            claim = await self.locks.claim(lock, b"", _LOCK_LEASE_MS, _LOCK_LEASE_MS * 10)
-            if claim.outcome == CLAIMED:
-                break
-            if claim.outcome != BUSY or time.monotonic() > deadline:
-                return None
-            await asyncio.sleep(min(claim.retry_after_ms, 5) / 1000)
+        lock = FencedLock(self.client, f"inv:{product}", lease_ms=_LOCK_LEASE_MS, prefix=_LOCKS)
+        try:
+            token = await lock.acquire(timeout=_LOCK_WAIT_S)
+        except LockTimeoutError:
+            return None
         try:
             result = await self.reserve_script(
                 keys=[
@@ -247,11 +258,12 @@ class Shop:
                     _inv(product, "reservations"),
                     _inv(product, "sold"),
                 ],
-                args=[claim.token, order_id, qty],
+                args=[token, order_id, qty],
             )
         finally:
+            # A lost lease or a dead connection: the lease runs out on its own.
             with contextlib.suppress(Exception):
-                await self.locks.release(lock, claim.token)
+                await lock.release()
         if int(result) < 0:
             return None  # fenced off: our lease had expired and a newer holder wrote
         return bool(int(result))
@@ -259,7 +271,7 @@ class Shop:
     async def _reserve_unlocked(self, order_id: str, product: str, qty: int) -> bool:
         """The broken variant: read, think, write. Two buyers can both see the last unit."""
         stock = int(await self.client.get(_inv(product, "stock")) or 0)
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)  # long enough that concurrent buyers overlap under load
         if stock < qty:
             return False
         pipe = self.client.pipeline(transaction=False)
@@ -274,6 +286,18 @@ class Shop:
     def app(self, **options: Any) -> Starlette:
         options.setdefault("lease", 2.0)
         exempt = ["/payments*"] if self.broken == "double-charge" else []
+        idempotency = Middleware(
+            IdempotencyMiddleware,
+            store=self.client,
+            require_key=["/payments*", "/orders*", "/counters/*"],
+            exempt_paths=exempt,
+            observer=self.events,
+            **options,
+        )
+        middleware = {
+            "no-middleware": [],
+            "unstable-replay": [Middleware(_StampAnswers), idempotency],
+        }.get(self.broken or "", [idempotency])
         routes = [
             Route("/health", self.health, methods=["GET"]),
             Route("/payments", self.pay, methods=["POST"]),
@@ -281,20 +305,14 @@ class Shop:
             Route("/counters/{name}/increment", self.increment, methods=["POST"]),
             Route("/_ledger", self.ledger, methods=["GET"]),
         ]
-        middleware = [
-            Middleware(
-                IdempotencyMiddleware,
-                store=self.client,
-                require_key=["/payments*", "/orders*", "/counters/*"],
-                exempt_paths=exempt,
-                observer=self.events,
-                **options,
-            )
-        ]
         return Starlette(
             routes=routes,
             middleware=middleware,
-            exception_handlers={RedisError: _store_down, OSError: _store_down},
+            exception_handlers={
+                RedisError: _store_down,
+                OSError: _store_down,
+                StoreUnavailableError: _lock_store_down,
+            },
             lifespan=self._lifespan,
         )
 
@@ -340,6 +358,52 @@ async def _store_down(request: Request, exc: Exception) -> Response:
     # The command was sent and the reply lost (reset while reading, timeout): it may have
     # been applied. A 500 is stored and replayed, so a retry cannot apply it a second time.
     return _error(500, f"outcome unknown, not retried: {type(exc).__name__}")
+
+
+async def _lock_store_down(request: Request, exc: Exception) -> Response:
+    # The inventory lock could not be taken: nothing was reserved yet, so 503 (which
+    # releases the idempotency key) lets the client retry the same order.
+    return _error(503, "inventory lock unavailable, retry", retry_after=1)
+
+
+class _StampAnswers:
+    """The ``unstable-replay`` defect: stamps JSON answers with the time they were sent.
+
+    Placed outside the idempotency middleware, it changes replays too, so a retry no longer
+    gets the answer the first attempt got.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def stamped(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = b"".join(chunks)
+            with contextlib.suppress(ValueError):
+                doc = json.loads(body)
+                if isinstance(doc, dict):
+                    body = json.dumps({**doc, "served_at": time.time()}).encode()
+            headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, stamped)
 
 
 def _error(status: int, detail: str, *, retry_after: int | None = None) -> Response:
