@@ -21,7 +21,7 @@ does on a single Litestar handler. Events carry the route template.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Unpack
+from typing import Any, Unpack, cast
 
 from integrations._extras import missing_extra
 
@@ -71,10 +71,12 @@ class IdempotencyPlugin(InitPluginProtocol):
         self.coverage = Coverage(self.policy.methods, require_key, exempt_paths)
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        # idemkit's ASGI types are plain mappings; Litestar's are TypedDicts of the same shape.
+        middleware = cast(Any, _PluginMiddleware)
         app_config.middleware.append(
-            DefineMiddleware(_PluginMiddleware, exchange=self.exchange, coverage=self.coverage)
+            DefineMiddleware(middleware, exchange=self.exchange, coverage=self.coverage)
         )
-        app_config.after_exception.append(_note_unhandled)
+        app_config.after_exception.append(cast(Any, _note_unhandled))
         return app_config
 
 
