@@ -389,3 +389,25 @@ def test_the_middleware_must_follow_authentication(redis_url: str) -> None:
     order = list(reversed(settings.MIDDLEWARE))
     with override_settings(MIDDLEWARE=order), pytest.raises(ImproperlyConfigured, match="after"):
         Client().post("/pay")
+
+
+@pytest.mark.parametrize("kind", ["client", "async-client"])
+def test_the_observer_sees_requests_with_their_route_and_store_operations(
+    kind: str, redis_url: str, database: None
+) -> None:
+    events: list[Any] = []
+    configure(redis_url, OBSERVER=events.append)
+    transport = DjangoClient() if kind == "client" else AsyncDjangoClient()
+    try:
+        transport.post("pay", user="alice")
+        transport.post("pay", user="alice")
+    finally:
+        transport.close()
+    seen = [(e.name, e.attrs.get("op") or e.route, e.outcome) for e in events]
+    assert seen == [
+        ("idempotency.store", "claim", "ok"),
+        ("idempotency.store", "complete", "ok"),
+        ("idempotency.request", "pay", "executed"),
+        ("idempotency.store", "claim", "ok"),
+        ("idempotency.request", None, "replayed"),
+    ]
