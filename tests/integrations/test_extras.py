@@ -88,3 +88,12 @@ def test_each_extra_lists_only_libraries_with_code_behind_them() -> None:
                 "psycopg": "psycopg",
             }.get(name, name)
             assert f"import {module}" in source or f"from {module}" in source, (extra, name)
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    from importlib.metadata import metadata, version
+
+    import idemkit
+
+    assert idemkit.__version__ == version("idemkit")
+    assert "Typing :: Typed" in metadata("idemkit").get_all("Classifier")
