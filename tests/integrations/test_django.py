@@ -9,7 +9,6 @@ Every behaviour runs through each of the four, with sync and async views: replay
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -18,29 +17,19 @@ from typing import Any
 
 import httpx
 import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.asgi import get_asgi_application
+from django.core.wsgi import get_wsgi_application
+from django.test import AsyncClient, Client
 
 from idemkit.testing import RedisServer, free_port
+from integrations.django import aclose_clients
+from tests.integrations.django_site import USERS, views
 from tests.integrations.servers import asgi_server, wsgi_server
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.integrations.django_site.settings")
-
-import django
-
-django.setup()
-
-from django.conf import settings  # noqa: E402
-from django.contrib.auth.models import User  # noqa: E402
-from django.core.asgi import get_asgi_application  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.core.wsgi import get_wsgi_application  # noqa: E402
-from django.test import AsyncClient, Client  # noqa: E402
-
-from integrations.django import aclose_clients  # noqa: E402
-from tests.integrations.django_site import views  # noqa: E402
 
 KEY = "8e03978e-40d5-43e8-bc93-6894a57f9324"
 TRANSPORTS = ("client", "async-client", "wsgi-server", "asgi-server")
-USERS = ("alice", "bob")
 
 
 @dataclass
@@ -57,14 +46,6 @@ class Answer:
 
 def configure(url: str, **extra: Any) -> None:
     settings.IDEMKIT = {"REDIS_URL": url, "REQUIRE_KEY": ["/required/*"], **extra}
-
-
-@pytest.fixture(scope="module")
-def database() -> None:
-    call_command("migrate", verbosity=0, interactive=False)
-    for name in USERS:
-        if not User.objects.filter(username=name).exists():
-            User.objects.create_user(name, password=f"{name}-secret")
 
 
 class Transport:
