@@ -1,5 +1,6 @@
-"""Adapters for frameworks, clients and observability tools. Import the submodule you need; each needs its extra
-(importing one without it raises an ImportError that names the ``pip install`` to run):
+"""Adapters for frameworks, clients and observability tools. Import the submodule you need;
+each needs its extra (importing one without it raises an ImportError that names the
+``pip install`` to run):
 
 * ``integrations.httpx_client``: ``IdempotentTransport``, ``SyncIdempotentTransport``
   (extra ``httpx``)
