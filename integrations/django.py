@@ -137,9 +137,13 @@ def request_scope(request: HttpRequest, user: Any = None) -> dict[str, Any]:
         "query_string": request.META.get("QUERY_STRING", "").encode("latin-1"),
         "headers": headers,
     }
+    _add_user(scope, user)
+    return scope
+
+
+def _add_user(scope: dict[str, Any], user: Any) -> None:
     if user is not None and getattr(user, "is_authenticated", False):
         scope["user"] = _User(user)
-    return scope
 
 
 def _note_exception(sender: object, request: HttpRequest | None = None, **_: object) -> None:
@@ -283,10 +287,14 @@ class _AsyncRunning(_Running):
     def finished(self) -> bool:
         return self._execution.finished
 
-    async def aend(self, stored: StoredResponse | None) -> None:
+    def label(self) -> None:
+        """Give the execution's events the route Django resolved (``route_template``)."""
         route = _route(self._request)
         if route is not None:
-            self._scope["path_template"] = route  # the event's route label
+            self._scope["path_template"] = route
+
+    async def aend(self, stored: StoredResponse | None) -> None:
+        self.label()
         await self._execution.complete(stored)
 
     def end(self, stored: StoredResponse | None) -> None:
@@ -317,7 +325,8 @@ def _capture_stream(running: _Running, response: Any, policy: IdempotencyPolicy)
     recorder = ResponseRecorder(policy)
     recorder.start(response.status_code, _headers_of(response))
     # Django hands a FileResponse's file to wsgi.file_wrapper when the server offers one,
-    # past any capture: serve it through streaming_content instead.
+    # past any capture: serve it through streaming_content instead (Django 5's setter below
+    # drops it too; this does not rely on that).
     if getattr(response, "file_to_stream", None) is not None:
         response.file_to_stream = None
     content = response.streaming_content
@@ -427,13 +436,16 @@ class IdempotencyMiddleware:
 
     # -- before the view: both modes ----------------------------------------------------------
 
-    def _admit(self, request: HttpRequest) -> tuple[str, bytes] | HttpResponse | None:
-        """The key and body of a covered keyed request; a problem response; or None to pass
-        the request through (not covered, or no key where none is required)."""
+    def _admit(
+        self, request: HttpRequest
+    ) -> tuple[str, bytes, dict[str, Any]] | HttpResponse | None:
+        """The key, body and scope of a covered keyed request; a problem response; or None
+        to pass the request through (not covered, or no key where none is required)."""
         required = self.coverage.required(request.method or "GET", request.path_info)
         if required is None:
             return None
-        headers = request_scope(request)["headers"]
+        scope = request_scope(request)
+        headers = scope["headers"]
         try:
             key = request_key(headers)
         except InvalidKeyError as exc:
@@ -447,7 +459,7 @@ class IdempotencyMiddleware:
         body = request.body
         if len(body) > limit:
             return self._refuse(problems.body_too_large(limit), request)
-        return key, body
+        return key, body, scope
 
     def _refuse(
         self, problem: Problem, request: HttpRequest, clock: Stopwatch | None = None
@@ -465,10 +477,10 @@ class IdempotencyMiddleware:
             return self.get_response(request)
         if isinstance(admitted, HttpResponse):
             return admitted
-        key, body = admitted
+        key, body, scope = admitted
         engine = self.sync_engine
         clock = Stopwatch()
-        scope = request_scope(request, getattr(request, "user", None))
+        _add_user(scope, getattr(request, "user", None))
         caller = identify_caller(self.policy, scope, engine.log)
         if isinstance(caller, Problem):
             return self._refuse(caller, request, clock)
@@ -506,9 +518,8 @@ class IdempotencyMiddleware:
             return await self.get_response(request)
         if isinstance(admitted, HttpResponse):
             return admitted
-        key, body = admitted
-        user = await request.auser() if hasattr(request, "auser") else None
-        scope = request_scope(request, user)
+        key, body, scope = admitted
+        _add_user(scope, await request.auser() if hasattr(request, "auser") else None)
         exchange = self.exchange()
         decision = await exchange.claim(scope, key, body)
         execution = decision.execution
@@ -530,6 +541,7 @@ class IdempotencyMiddleware:
             await execution.abort()
             raise
         if getattr(request, _RAISED, False):
+            running.label()
             await execution.abort()
         elif _finish(running, response, self.policy):
             await running.aend(_recorded(response, self.policy))

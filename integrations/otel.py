@@ -39,6 +39,8 @@ ERROR_OUTCOMES: Final = frozenset(
     {"unavailable", "store_failed", "lost", "fenced", "error", "timeout"}
 )
 
+_HTTP_EVENTS: Final = frozenset({"idempotency.request", "idempotency.completion"})
+
 
 def span_name(event: Event) -> str:
     """The span name of an event (see the module docstring)."""
@@ -73,7 +75,7 @@ class OpenTelemetryObserver:
         start = event.start_ns or time.time_ns()
         attributes: dict[str, Any] = {"idemkit.event": event.name, "idemkit.outcome": event.outcome}
         if event.route is not None:
-            where = "http.route" if event.name.startswith("idempotency.re") else "idemkit.namespace"
+            where = "http.route" if event.name in _HTTP_EVENTS else "idemkit.namespace"
             attributes[where] = event.route
         for name, value in event.attrs.items():
             if isinstance(value, str | bool | int | float):

@@ -118,7 +118,7 @@ class PrometheusObserver:
     ) -> None:
         self.metrics = _metrics(registry, namespace)
         # Label children are looked up once: the hot path is a dict lookup and an update.
-        self._children: dict[tuple[str, ...], Any] = {}
+        self._children: dict[tuple[object, ...], Any] = {}
         m = self.metrics
         self._handlers: dict[str, Callable[[Event], None]] = {
             "idempotency.request": lambda e: self._child(
@@ -149,7 +149,7 @@ class PrometheusObserver:
             self._child(self.metrics.events, event.name, event.outcome).inc()
 
     def _child(self, metric: Any, *labels: str) -> Any:
-        key = (metric._name, *labels)
+        key = (id(metric), *labels)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = metric.labels(*labels)

@@ -16,6 +16,7 @@ urlpatterns = [
     path("stream", views.stream),
     path("astream", views.astream),
     path("token", views.token),
+    path("download", views.download),
     path("login/<str:name>", views.login_view),
     path("drf/orders", views.Orders.as_view()),
 ]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 import time
 from collections import Counter
@@ -12,7 +13,14 @@ from typing import Any
 
 from django.contrib.auth import login
 from django.contrib.auth.models import User
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -111,3 +119,8 @@ class Orders(APIView):
     def post(self, request: Request) -> Response:
         n = count("drf")
         return Response({"order": n, "user": request.user.pk, "data": request.data}, status=201)
+
+
+def download(request: HttpRequest) -> HttpResponse:
+    count("download")
+    return FileResponse(io.BytesIO(b"receipt-" + str(CALLS["download"]).encode()))
