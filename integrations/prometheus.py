@@ -13,15 +13,16 @@ metric                                    labels                 from
 ``idemkit_lock_wait_seconds`` (hist.)     kind, outcome          ``lock.acquire``
 ``idemkit_lock_hold_seconds`` (hist.)     kind, outcome          ``lock.hold``
 ``idemkit_lock_lost_total``               kind                   ``lock.lost``
-``idemkit_crdt_merges_total``             outcome                ``crdt.merge``
-``idemkit_crdt_sync_rounds_total``        outcome                ``crdt.sync``
-``idemkit_crdt_sync_seconds`` (hist.)     outcome                ``crdt.sync``
+``idemkit_crdt_merges_total``             type, outcome          ``crdt.merge``
+``idemkit_crdt_sync_rounds_total``        src, dst, outcome      ``crdt.sync``
+``idemkit_crdt_sync_seconds`` (hist.)     src, dst, outcome      ``crdt.sync``
 ``idemkit_circuit_state``                 breaker, state         ``circuit.state`` (1: current)
 ``idemkit_events_total``                  event, outcome         every other event
 ========================================  =====================  ===========================
 
 ``route`` is the route template (``/orders/{id}``), empty for requests answered before
-routing (replays and problems of a middleware in front of the router). Creating a second
+routing (replays and problems of a middleware in front of the router). CRDT metrics are
+labelled by the CRDT type and the regions of a sync pair, never by object name. Creating a second
 observer on the same registry and namespace reuses the first one's collectors instead of
 raising ``DuplicatedTimeseries``.
 """
@@ -80,10 +81,11 @@ class _Metrics:
             "lock_hold_seconds", "Time a lock was held", ["kind", "outcome"], LOCK_BUCKETS
         )
         self.lock_lost = counter("lock_lost", "Locks found lost while held", ["kind"])
-        self.crdt_merges = counter("crdt_merges", "CRDT merges", ["outcome"])
-        self.crdt_syncs = counter("crdt_sync_rounds", "CRDT region sync rounds", ["outcome"])
+        self.crdt_merges = counter("crdt_merges", "CRDT merges", ["type", "outcome"])
+        pair = ["src", "dst", "outcome"]
+        self.crdt_syncs = counter("crdt_sync_rounds", "CRDT region sync rounds", pair)
         self.crdt_sync_seconds = histogram(
-            "crdt_sync_seconds", "CRDT region sync rounds", ["outcome"], LOCK_BUCKETS
+            "crdt_sync_seconds", "CRDT region sync rounds", pair, LOCK_BUCKETS
         )
         self.circuit = Gauge(
             "circuit_state",
@@ -136,7 +138,9 @@ class PrometheusObserver:
                 e.duration
             ),
             "lock.lost": lambda e: self._child(m.lock_lost, _kind(e)).inc(),
-            "crdt.merge": lambda e: self._child(m.crdt_merges, e.outcome).inc(),
+            "crdt.merge": lambda e: self._child(
+                m.crdt_merges, str(e.attrs.get("type", "")), e.outcome
+            ).inc(),
             "crdt.sync": self._sync,
             "circuit.state": self._circuit,
         }
@@ -156,8 +160,9 @@ class PrometheusObserver:
         return child
 
     def _sync(self, event: Event) -> None:
-        self._child(self.metrics.crdt_syncs, event.outcome).inc()
-        self._child(self.metrics.crdt_sync_seconds, event.outcome).observe(event.duration)
+        labels = (str(event.attrs.get("src", "")), str(event.attrs.get("dst", "")), event.outcome)
+        self._child(self.metrics.crdt_syncs, *labels).inc()
+        self._child(self.metrics.crdt_sync_seconds, *labels).observe(event.duration)
 
     def _circuit(self, event: Event) -> None:
         breaker = event.route or ""

@@ -136,16 +136,20 @@ async def test_lock_losses_and_timeouts_are_counted(aredis: aioredis.Redis) -> N
 def test_crdt_circuit_and_other_events_by_name() -> None:
     registry = CollectorRegistry()
     observer = PrometheusObserver(registry=registry)
-    observer(Event("crdt.merge", "ok"))
-    observer(Event("crdt.merge", "ok"))
-    observer(Event("crdt.sync", "ok", duration=0.2))
-    observer(Event("crdt.sync", "full", duration=1.5))
+    # As crdt/redis_store.py and crdt/sync.py emit them.
+    merged = {"region": "eu", "object": "cart:42", "type": "ORSet"}
+    observer(Event("crdt.merge", "changed", attrs=merged))
+    observer(Event("crdt.merge", "changed", attrs=merged))
+    observer(Event("crdt.sync", "ok", duration=0.2, attrs={"src": "eu", "dst": "us"}))
+    observer(Event("crdt.sync", "unreachable", duration=1.5, attrs={"src": "us", "dst": "eu"}))
     observer(Event("circuit.state", "open", route="shop", attrs={"previous": "closed"}))
     observer(Event("saga.finished", "completed", route="order"))
     value = registry.get_sample_value
-    assert value("idemkit_crdt_merges_total", {"outcome": "ok"}) == 2
-    assert value("idemkit_crdt_sync_rounds_total", {"outcome": "full"}) == 1
-    assert value("idemkit_crdt_sync_seconds_sum", {"outcome": "ok"}) == pytest.approx(0.2)
+    assert value("idemkit_crdt_merges_total", {"type": "ORSet", "outcome": "changed"}) == 2
+    pair = {"src": "us", "dst": "eu", "outcome": "unreachable"}
+    assert value("idemkit_crdt_sync_rounds_total", pair) == 1
+    ok = {"src": "eu", "dst": "us", "outcome": "ok"}
+    assert value("idemkit_crdt_sync_seconds_sum", ok) == pytest.approx(0.2)
     assert value("idemkit_circuit_state", {"breaker": "shop", "state": "open"}) == 1
     assert value("idemkit_circuit_state", {"breaker": "shop", "state": "closed"}) == 0
     assert value("idemkit_events_total", {"event": "saga.finished", "outcome": "completed"}) == 1
