@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
 from idemkit.codec import StoredResponse
 from idemkit.context import LeaseContext, fencing_token, lease_context
 from idemkit.decorator import idempotent
@@ -37,6 +40,11 @@ from idemkit.scope import credentials_caller, header_caller, user_caller
 from idemkit.semaphore import FencedSemaphore, SyncFencedSemaphore
 from idemkit.sql_fence import fenced_update, fenced_upsert
 from idemkit.values import MsgpackSerializer, Serializer
+
+try:
+    __version__ = _version("idemkit")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree, not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "CallArgumentError",

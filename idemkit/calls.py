@@ -21,11 +21,9 @@ Rules, the same for async and sync functions:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -40,18 +38,11 @@ from idemkit.errors import (
     StoreUnavailableError,
 )
 from idemkit.fingerprint import record_name
-from idemkit.lease import (
-    BUSY,
-    CLAIMED,
-    COMPLETED,
-    Claim,
-    Completion,
-    LeaseStore,
-    SyncLeaseStore,
-)
+from idemkit.lease import BUSY, CLAIMED, COMPLETED, Claim, LeaseStore, SyncLeaseStore
 from idemkit.observe import Observer, Stopwatch, emit
 from idemkit.policy import IdempotencyPolicy
 from idemkit.ratelog import RateLimitedLog
+from idemkit.sync_engine import SyncEngine
 from idemkit.values import MsgpackSerializer, Serializer, canonical
 
 __all__ = ["CallSpec", "KeyFunction", "wrap_async", "wrap_sync"]
@@ -60,9 +51,6 @@ log = logging.getLogger("idemkit")
 _ratelog = RateLimitedLog(log)
 KeyFunction = Callable[..., object]
 R = TypeVar("R")
-
-_RETRY_FIRST = 0.05
-_RETRY_MAX = 1.0
 
 
 class CallSpec:
@@ -170,7 +158,7 @@ class CallSpec:
 def wrap_async(
     spec: CallSpec, store: LeaseStore, policy: IdempotencyPolicy
 ) -> Callable[..., Awaitable[Any]]:
-    engine = Engine(store, policy)
+    engine = Engine(store, policy, spec.observer)
     fn = spec.fn
 
     @functools.wraps(fn)
@@ -208,19 +196,8 @@ def wrap_async(
 def wrap_sync(
     spec: CallSpec, store: SyncLeaseStore, policy: IdempotencyPolicy
 ) -> Callable[..., Any]:
+    engine = SyncEngine(store, policy, spec.observer)
     fn = spec.fn
-
-    def claim(record: str, fingerprint: bytes) -> Claim:
-        result = store.claim(record, fingerprint, policy.lease_ms, policy.ttl_ms)
-        deadline = time.monotonic() + policy.wait
-        delay = 0.005
-        while result.outcome == BUSY and time.monotonic() < deadline:
-            time.sleep(
-                min(delay, max(0.0, deadline - time.monotonic()), result.retry_after_ms / 1000)
-            )
-            delay = min(delay * 2, 0.25)
-            result = store.claim(record, fingerprint, policy.lease_ms, policy.ttl_ms)
-        return result
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -229,7 +206,7 @@ def wrap_sync(
         clock = Stopwatch()
         sent = time.monotonic()
         try:
-            granted = claim(record, fingerprint)
+            granted = engine.claim(record, fingerprint)
         except StoreUnavailableError:
             if not policy.fail_open:
                 raise
@@ -238,94 +215,17 @@ def wrap_sync(
         if granted.outcome != CLAIMED:
             spec.emit_claim(clock, granted)
             return spec.outcome(granted)
-        renewer = _SyncRenewal(store, record, granted.token, policy, sent)
+        renewal = engine.renewal(record, granted.token, sent)
         try:
             result = fn(*args, **kwargs)
         except BaseException:
-            renewer.stop()
+            renewal.stop()
             spec.emit(clock, "released")
-            with contextlib.suppress(StoreUnavailableError):  # the lease ends on its own
-                store.release(record, granted.token)
+            engine.release(record, granted.token)  # on a store failure the lease ends itself
             raise
-        renewer.stop()
-        done = _sync_complete(store, record, granted.token, spec.encode(result), policy, renewer)
+        renewal.stop()
+        done = engine.complete(record, granted.token, spec.encode(result), renewal.valid_until)
         spec.emit(clock, outcome_of(done))
         return result
 
     return wrapper
-
-
-class _SyncRenewal:
-    """A daemon thread renewing the lease every third of it while a sync function runs."""
-
-    def __init__(
-        self,
-        store: SyncLeaseStore,
-        record: str,
-        token: int,
-        policy: IdempotencyPolicy,
-        granted_at: float,
-    ) -> None:
-        self.valid_until = granted_at + policy.lease
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(store, record, token, policy), daemon=True
-        )
-        self._thread.start()
-
-    def _run(
-        self, store: SyncLeaseStore, record: str, token: int, policy: IdempotencyPolicy
-    ) -> None:
-        while not self._stop.wait(policy.renew_interval):
-            sent = time.monotonic()
-            try:
-                if not store.renew(record, token, policy.lease_ms):
-                    return
-            except StoreUnavailableError:
-                continue
-            self.valid_until = sent + policy.lease
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-def _sync_complete(
-    store: SyncLeaseStore,
-    record: str,
-    token: int,
-    data: bytes,
-    policy: IdempotencyPolicy,
-    renewal: _SyncRenewal,
-) -> Completion | None:
-    try:
-        return store.complete(record, token, data, policy.ttl_ms)
-    except StoreUnavailableError as exc:
-        _ratelog.log(logging.WARNING, "store-failed", f"could not store a result: {exc}")
-    # Keep trying in the background until the lease would end: a completion written within
-    # the lease still keeps a retry from running the function again.
-    thread = threading.Thread(
-        target=_retry_completion,
-        args=(store, record, token, data, policy.ttl_ms, renewal.valid_until),
-        daemon=True,
-    )
-    thread.start()
-    return None
-
-
-def _retry_completion(
-    store: SyncLeaseStore, record: str, token: int, data: bytes, ttl_ms: int, valid_until: float
-) -> None:
-    delay = _RETRY_FIRST
-    while time.monotonic() + delay < valid_until:
-        time.sleep(delay)
-        delay = min(delay * 2, _RETRY_MAX)
-        try:
-            store.complete(record, token, data, ttl_ms)
-            return
-        except StoreUnavailableError:
-            continue
-    _ratelog.log(
-        logging.ERROR,
-        "completion-lost",
-        "result not stored before the lease ended; a retry may run the function again",
-    )

@@ -14,10 +14,11 @@ from idemkit._types import Scope
 from idemkit.errors import EvictingStoreError, StoreUnavailableError
 from idemkit.fingerprint import record_name, request_fingerprint
 from idemkit.lease import BUSY, Claim, Completion, LeaseStore
+from idemkit.observe import Observer, Stopwatch, emit
 from idemkit.policy import IdempotencyPolicy
 from idemkit.ratelog import RateLimitedLog
 
-__all__ = ["Engine", "Renewal", "outcome_of"]
+__all__ = ["Engine", "Renewal", "identify", "outcome_of", "report_completion"]
 
 log = logging.getLogger("idemkit")
 T = TypeVar("T")
@@ -69,8 +70,8 @@ class Renewal:
         policy = self._engine.policy
         sent = time.monotonic()
         try:
-            ok = await self._engine.bounded(
-                self._engine.store.renew(self._record, self._token, policy.lease_ms)
+            ok = await self._engine.operation(
+                "renew", self._engine.store.renew(self._record, self._token, policy.lease_ms)
             )
         except StoreUnavailableError as exc:  # keep trying: the lease outlives two misses
             self._engine.log.log(logging.WARNING, "renew-failed", f"lease renewal failed: {exc}")
@@ -96,10 +97,48 @@ class Renewal:
             self._task.cancel()
 
 
+def identify(
+    store: Any, policy: IdempotencyPolicy, scope: Scope, caller: str, key: str, body: bytes
+) -> tuple[str, bytes]:
+    """The record key (caller + key) and the fingerprint of an HTTP request; ``store`` is a
+    :class:`LeaseStore` or :class:`~idemkit.lease.SyncLeaseStore` (it names the record)."""
+    record: str = store.record_key(record_name(caller, key))
+    wanted = policy.fingerprint_headers
+    headers = sorted((n, v) for n, v in scope["headers"] if n in wanted) if wanted else ()
+    fingerprint = request_fingerprint(
+        scope["method"], scope["path"], scope.get("query_string", b""), body, headers
+    )
+    return record, fingerprint
+
+
+def report_completion(ratelog: RateLimitedLog, done: Completion) -> None:
+    """Log a completion that did not store: fenced out, or the record is gone."""
+    if done is Completion.FENCED:
+        ratelog.log(
+            logging.WARNING,
+            "fenced",
+            "result not stored: a newer fencing token owns the record "
+            "(the handler outlived its lease)",
+        )
+    elif done is Completion.LOST:
+        ratelog.log(
+            logging.ERROR,
+            "lost",
+            "result not stored: the record is gone (Redis restarted without AOF, failed "
+            "over or evicted it); a retry will run the handler again",
+        )
+
+
 class Engine:
-    def __init__(self, store: LeaseStore, policy: IdempotencyPolicy) -> None:
+    """``observer`` receives an ``idempotency.store`` event per store operation (``op``:
+    claim, complete, release or renew; outcome ``ok`` or ``unavailable``; its duration)."""
+
+    def __init__(
+        self, store: LeaseStore, policy: IdempotencyPolicy, observer: Observer | None = None
+    ) -> None:
         self.store = store
         self.policy = policy
+        self.observer = observer
         self._background: set[asyncio.Task[Completion | None]] = set()
         # One line per cause and interval during an outage (per middleware or decorator).
         self.log = RateLimitedLog(log)
@@ -108,14 +147,7 @@ class Engine:
 
     def identify(self, scope: Scope, caller: str, key: str, body: bytes) -> tuple[str, bytes]:
         """The record key (caller + key) and the fingerprint of an HTTP request."""
-        policy = self.policy
-        record = self.store.record_key(record_name(caller, key))
-        wanted = policy.fingerprint_headers
-        headers = sorted((n, v) for n, v in scope["headers"] if n in wanted) if wanted else ()
-        fingerprint = request_fingerprint(
-            scope["method"], scope["path"], scope.get("query_string", b""), body, headers
-        )
-        return record, fingerprint
+        return identify(self.store, self.policy, scope, caller, key, body)
 
     async def bounded(self, operation: Awaitable[T]) -> T:
         """``operation`` within ``store_timeout``; a timeout is a store outage."""
@@ -126,6 +158,19 @@ class Engine:
             raise StoreUnavailableError(
                 f"Redis did not answer within store_timeout ({self.policy.store_timeout} s)"
             ) from None
+
+    async def operation(self, op: str, operation: Awaitable[T]) -> T:
+        """One store operation, bounded, and reported to the observer as ``op``."""
+        if self.observer is None:
+            return await self.bounded(operation)
+        clock = Stopwatch()
+        try:
+            result = await self.bounded(operation)
+        except StoreUnavailableError:
+            emit(self.observer, clock.event("idempotency.store", "unavailable", attrs={"op": op}))
+            raise
+        emit(self.observer, clock.event("idempotency.store", "ok", attrs={"op": op}))
+        return result
 
     async def check_eviction(self) -> None:
         """On first use: refuse (or warn about) a Redis that may evict records."""
@@ -154,8 +199,8 @@ class Engine:
         """Claim the record; in wait mode, keep asking while another holder runs."""
         await self.check_eviction()
         policy = self.policy
-        claim = await self.bounded(
-            self.store.claim(record, fingerprint, policy.lease_ms, policy.ttl_ms)
+        claim = await self.operation(
+            "claim", self.store.claim(record, fingerprint, policy.lease_ms, policy.ttl_ms)
         )
         if claim.outcome != BUSY or policy.wait <= 0:
             return claim
@@ -167,8 +212,8 @@ class Engine:
                 break
             await asyncio.sleep(min(delay, remaining, claim.retry_after_ms / 1000))
             delay = min(delay * 2, 0.25)
-            claim = await self.bounded(
-                self.store.claim(record, fingerprint, policy.lease_ms, policy.ttl_ms)
+            claim = await self.operation(
+                "claim", self.store.claim(record, fingerprint, policy.lease_ms, policy.ttl_ms)
             )
         return claim
 
@@ -239,28 +284,17 @@ class Engine:
         store = self.store
         try:
             if result is None:
-                released = await self.bounded(store.release(record, token))
+                released = await self.operation("release", store.release(record, token))
                 return Completion.STORED if released else Completion.FENCED
-            done = await self.bounded(store.complete(record, token, result, self.policy.ttl_ms))
+            done = await self.operation(
+                "complete", store.complete(record, token, result, self.policy.ttl_ms)
+            )
         except StoreUnavailableError as exc:
             if not quiet:
                 what = "release" if result is None else "store the result of"
                 self.log.log(logging.WARNING, "store-failed", f"could not {what} a request: {exc}")
             return None
-        if done is Completion.FENCED:
-            self.log.log(
-                logging.WARNING,
-                "fenced",
-                "result not stored: a newer fencing token owns the record "
-                "(the handler outlived its lease)",
-            )
-        elif done is Completion.LOST:
-            self.log.log(
-                logging.ERROR,
-                "lost",
-                "result not stored: the record is gone (Redis restarted without AOF, failed "
-                "over or evicted it); a retry will run the handler again",
-            )
+        report_completion(self.log, done)
         return done
 
 

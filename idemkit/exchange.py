@@ -33,21 +33,26 @@ from typing import Any, Final
 
 from idemkit import problem as problems
 from idemkit._types import ASGIApp, Message, Receive, Scope, Send
-from idemkit.codec import StoredResponse, decode_response, encode_response
+from idemkit.codec import StoredResponse
 from idemkit.context import SCOPE_KEY, LeaseContext
 from idemkit.engine import Engine, Renewal, outcome_of
-from idemkit.errors import (
-    CodecError,
-    EvictingStoreError,
-    InvalidKeyError,
-    StoreUnavailableError,
+from idemkit.errors import InvalidKeyError, StoreUnavailableError
+from idemkit.http_rules import (
+    ResponseRecorder,
+    claim_verdict,
+    completion_record,
+    declared_length_problem,
+    identify_caller,
+    problem_outcome,
+    replay_headers,
+    request_key,
+    store_failure_verdict,
+    warn_shared_namespace,
 )
-from idemkit.keys import key_from_headers
-from idemkit.lease import BUSY, COMPLETED, Completion, LeaseStore
+from idemkit.lease import Completion, LeaseStore
 from idemkit.observe import Event, Observer, Stopwatch, emit
 from idemkit.policy import IdempotencyPolicy
 from idemkit.problem import Problem
-from idemkit.scope import ANONYMOUS
 
 __all__ = [
     "BodyReader",
@@ -62,24 +67,8 @@ __all__ = [
 
 log = logging.getLogger("idemkit")
 
-KEY_HEADER: Final = b"idempotency-key"
-_NO_BODY_STATUSES: Final = frozenset({204, 304})
+
 _FILE_MESSAGES: Final = frozenset({"http.response.pathsend", "http.response.zerocopysend"})
-
-
-def replay_headers(stored: StoredResponse) -> list[tuple[bytes, bytes]]:
-    """Headers of a replayed response: the stored ones, a fresh length and the replay marks.
-
-    Responses that never carry a body (1xx, 204, 304) get no ``Content-Length``, as the
-    original had none.
-    """
-    headers = list(stored.headers)
-    if not (stored.status < 200 or stored.status in _NO_BODY_STATUSES):
-        headers.append((b"content-length", str(len(stored.body)).encode()))
-    headers.append((b"idempotent-replayed", b"true"))
-    if stored.body_omitted:
-        headers.append((b"idempotent-body-omitted", b"true"))
-    return headers
 
 
 def route_template(scope: Scope) -> str | None:
@@ -151,7 +140,7 @@ class HttpIdempotency:
     def __init__(
         self, store: LeaseStore, policy: IdempotencyPolicy, observer: Observer | None = None
     ) -> None:
-        self.engine = Engine(store, policy)
+        self.engine = Engine(store, policy, observer)
         self.policy = policy
         self.observer = observer
         self._warned_cookies = False
@@ -162,21 +151,16 @@ class HttpIdempotency:
     @staticmethod
     def request_key(scope: Scope) -> str | None:
         """The request's key; None without one; :class:`InvalidKeyError` when malformed."""
-        return key_from_headers([v for n, v in scope["headers"] if n == KEY_HEADER])
+        return request_key(scope["headers"])
 
     async def read_body(self, scope: Scope, receive: Receive) -> bytes | Problem | None:
         """The whole request body, or a 413 problem as soon as it is known to be too large
         (from ``Content-Length`` before reading, else after the chunk that crossed the limit),
         or None if the client disconnected."""
         limit = self.policy.max_body_bytes
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    return problems.invalid_length()
-                if declared > limit:
-                    return problems.body_too_large(limit)
+        declared = declared_length_problem(scope["headers"], limit)
+        if declared is not None:
+            return declared
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -197,55 +181,23 @@ class HttpIdempotency:
         """One claim of ``key`` for this request and body; see :class:`Decision`."""
         policy = self.policy
         clock = Stopwatch()
-        try:
-            caller = policy.caller(scope)
-            if not isinstance(caller, str) or not caller:
-                raise TypeError(f"caller= returned {caller!r}, not a non-empty str")
-        except Exception as exc:
-            cause = f"{type(exc).__name__}: {exc}"
-            self._log.log(logging.ERROR, "caller", f"cannot identify the caller: {cause}")
-            return self._problem(problems.caller_unidentified(cause), clock, scope)
-        if caller == ANONYMOUS and not self._warned_cookies and _has_cookies(scope):
-            self._warned_cookies = True
-            log.warning(
-                "idemkit: a keyed request carries cookies but no credentials idemkit knows, so "
-                "it shares the anonymous namespace with every such request; if cookies "
-                "identify your users, pass caller=... (or put the user in scope['user'])",
-                extra={"idemkit": "anonymous-cookies"},
-            )
+        caller = identify_caller(policy, scope, self._log)
+        if isinstance(caller, Problem):
+            return self._problem(caller, clock, scope)
+        if not self._warned_cookies:
+            self._warned_cookies = warn_shared_namespace(caller, scope)
         record, fingerprint = self.engine.identify(scope, caller, key, body)
         sent = time.monotonic()
         try:
             claim = await self.engine.claim(record, fingerprint)
-        except EvictingStoreError:
-            if policy.fail_open:
-                self._event(clock, "bypassed", scope)
-                return Decision(unguarded=True)
-            evicts = problems.store_evicts(self.engine.evicting or "?", policy.retry_after)
-            return self._problem(evicts, clock, scope)
         except StoreUnavailableError as exc:
-            if policy.fail_open:
-                self._log.log(logging.WARNING, "bypassed", f"store unavailable, serving: {exc}")
-                self._event(clock, "bypassed", scope)
-                return Decision(unguarded=True)
-            self._log.log(
-                logging.WARNING, "unavailable", f"store unavailable, answering 503: {exc}"
-            )
-            return self._problem(problems.store_unavailable(policy.retry_after), clock, scope)
-        if claim.outcome == COMPLETED:
-            try:
-                stored = decode_response(claim.result or b"")
-            except CodecError as exc:
-                self._log.log(logging.ERROR, "unreadable", f"stored response unreadable: {exc}")
-                return self._problem(problems.unreadable(str(exc)), clock, scope)
-            self._event(clock, "replayed", scope)
-            return Decision(stored=stored)
-        refusal = problems.for_claim(claim.outcome, policy.retry_after)
-        if refusal is not None:
-            outcome = "conflict" if claim.outcome == BUSY else "mismatch"
-            self._event(clock, outcome, scope)
-            return Decision(problem=refusal)
-        return Decision(execution=Execution(self, scope, record, claim.token, clock, sent))
+            verdict = store_failure_verdict(exc, policy, self.engine.evicting, self._log)
+        else:
+            verdict = claim_verdict(claim, policy, self._log)
+        if verdict.execute:
+            return Decision(execution=Execution(self, scope, record, claim.token, clock, sent))
+        self._event(clock, verdict.outcome, scope)
+        return Decision(stored=verdict.stored, problem=verdict.problem, unguarded=verdict.unguarded)
 
     async def admit(self, scope: Scope, *, required: bool, read_body: BodyReader) -> Decision:
         """Key, body and claim of one covered request: everything before its handler runs."""
@@ -319,7 +271,7 @@ class HttpIdempotency:
         return Decision(problem=problem)
 
     def _problem(self, problem: Problem, clock: Stopwatch, scope: Scope) -> Decision:
-        self._event(clock, "unavailable" if problem.status == 503 else "rejected", scope)
+        self._event(clock, problem_outcome(problem), scope)
         return Decision(problem=problem)
 
     def _event(self, clock: Stopwatch, outcome: str, scope: Scope) -> None:
@@ -379,23 +331,23 @@ class Execution:
         raised an exception the framework has no handler for, which releases the key as an
         exception escaping ``app`` would.
         """
-        capture = _Capture(self._exchange.policy)
+        capture = ResponseRecorder(self._exchange.policy)
 
         async def send_wrapper(message: Message) -> None:
             kind = message["type"]
             if kind == "http.response.start":
-                capture.start(message)
+                capture.start(message["status"], message.get("headers", ()))
             elif capture.status and not capture.complete:
                 if kind == "http.response.body":
                     capture.add_body(message.get("body", b""), message.get("more_body", False))
                 elif kind in _FILE_MESSAGES:
-                    capture.add_file(message)
+                    _add_file(capture, message)
                 if capture.complete and capture.status < 500 and not self.finished:
                     # Store before the client sees the end of the response, so a retry sent
                     # right after it is a replay, not a 409. A 5xx goes out at once: whether
                     # it is stored or released is decided when the app returns (an unhandled
                     # exception after it must release).
-                    await self._complete(capture)
+                    await self.complete(capture.stored_response())
             await send(message)
 
         try:
@@ -410,22 +362,26 @@ class Execution:
             if raised is not None and raised():
                 await self._release("released")
             else:
-                await self._complete(capture)
+                await self.complete(capture.stored_response())
 
     async def abort(self, cancelled: bool = False) -> None:
         """Release the key: the handler raised (or was cancelled) before it had a response."""
         if not self.finished:
             await self._release("cancelled" if cancelled else "released")
 
-    async def _complete(self, capture: _Capture) -> None:
-        stored = capture.stored_response()
-        if stored is None or stored.status in self._exchange.policy.release_statuses:
+    async def complete(self, stored: StoredResponse | None) -> None:
+        """End the execution with the response it produced (None: it produced none): store
+        it for replay, or release the key, by :func:`idemkit.http_rules.completion_record`."""
+        if self.finished:
+            return
+        record = completion_record(stored, self._exchange.policy)
+        if record is None:
             await self._release("released")
             return
         self.finished = True
         self._renewal.stop()
         done = await self._exchange.engine.finish(
-            self.record, self.token, encode_response(stored), self._renewal.valid_until, self._late
+            self.record, self.token, record, self._renewal.valid_until, self._late
         )
         self._emit(outcome_of(done))
 
@@ -473,86 +429,34 @@ async def send_problem(send: Send, problem: Problem) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _has_cookies(scope: Scope) -> bool:
-    return any(name == b"cookie" for name, _ in scope["headers"])
+def _add_file(capture: ResponseRecorder, message: Message) -> None:
+    """``http.response.pathsend`` (a whole file) or ``http.response.zerocopysend``."""
+    if message["type"] == "http.response.pathsend":
+        _keep_file(capture, message["path"], 0, None)
+        capture.complete = True
+        return
+    _keep_file(capture, message["file"], message.get("offset", 0) or 0, message.get("count"))
+    if not message.get("more_body", False):
+        capture.complete = True
 
 
-class _Capture:
-    """The response as it streams past, kept up to ``max_response_bytes``."""
-
-    __slots__ = ("chunks", "complete", "excluded", "headers", "limit", "overflow", "size", "status")
-
-    def __init__(self, policy: IdempotencyPolicy) -> None:
-        self.limit = policy.max_response_bytes
-        self.excluded = policy.replay_exclude_headers
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.overflow = False
-        self.complete = False
-
-    def start(self, message: Message) -> None:
-        self.status = int(message["status"])
-        excluded = self.excluded
-        self.headers = [
-            (name, value)
-            for name, value in ((bytes(n).lower(), bytes(v)) for n, v in message.get("headers", ()))
-            if name not in excluded
-        ]
-
-    def add_body(self, chunk: bytes, more: bool) -> None:
-        if chunk and not self.overflow:
-            self._keep(bytes(chunk))
-        if not more:
-            self.complete = True
-
-    def add_file(self, message: Message) -> None:
-        """``http.response.pathsend`` (a whole file) or ``http.response.zerocopysend``."""
-        if message["type"] == "http.response.pathsend":
-            self._keep_file(message["path"], 0, None)
-            self.complete = True
-            return
-        self._keep_file(message["file"], message.get("offset", 0) or 0, message.get("count"))
-        if not message.get("more_body", False):
-            self.complete = True
-
-    def _keep_file(self, source: Any, offset: int, count: int | None) -> None:
-        if self.overflow:
-            return
-        try:
-            if isinstance(source, int):
-                size = os.fstat(source).st_size - offset if count is None else count
-                if self.size + size > self.limit:
-                    self._overflow()
-                    return
-                self._keep(os.pread(source, size, offset))
+def _keep_file(capture: ResponseRecorder, source: Any, offset: int, count: int | None) -> None:
+    if capture.overflow:
+        return
+    try:
+        if isinstance(source, int):
+            size = os.fstat(source).st_size - offset if count is None else count
+            if capture.size + size > capture.limit:
+                capture.omit_body()
                 return
-            size = os.path.getsize(source)
-            if self.size + size > self.limit:
-                self._overflow()
-                return
-            with open(source, "rb") as file:
-                self._keep(file.read(size))
-        except OSError as exc:  # the body cannot be read back: replay status and headers only
-            log.warning("idemkit: cannot read the file of a response to store it: %s", exc)
-            self._overflow()
-
-    def _keep(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size > self.limit:
-            self._overflow()
-        else:
-            self.chunks.append(chunk)
-
-    def _overflow(self) -> None:
-        self.overflow = True
-        self.chunks.clear()
-
-    def stored_response(self) -> StoredResponse | None:
-        if not self.complete:
-            return None  # the app returned without finishing a response: nothing to replay
-        if self.overflow:
-            return StoredResponse(self.status, self.headers, b"", body_omitted=True)
-        body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
-        return StoredResponse(self.status, self.headers, body)
+            capture.keep(os.pread(source, size, offset))
+            return
+        size = os.path.getsize(source)
+        if capture.size + size > capture.limit:
+            capture.omit_body()
+            return
+        with open(source, "rb") as file:
+            capture.keep(file.read(size))
+    except OSError as exc:  # the body cannot be read back: replay status and headers only
+        log.warning("idemkit: cannot read the file of a response to store it: %s", exc)
+        capture.omit_body()

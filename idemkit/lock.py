@@ -42,6 +42,7 @@ from idemkit.errors import (
     StoreUnavailableError,
 )
 from idemkit.lease import CLAIMED, Claim, LeaseStore, SyncLeaseStore
+from idemkit.observe import Observer, Stopwatch, emit
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -138,6 +139,7 @@ class _Handle(Generic[StoreT, EventT]):
         watchdog: bool,
         on_lost: LostCallback | None,
         poll_interval: float,
+        observer: Observer | None = None,
     ) -> None:
         self.name = check_name(name, self._what)
         self.lease_ms = _check_ms(lease_ms, "lease_ms")
@@ -151,6 +153,10 @@ class _Handle(Generic[StoreT, EventT]):
         self.poll_interval = float(poll_interval)
         self.watchdog = watchdog
         self.on_lost = on_lost
+        # Events: lock.acquire (the wait, and how it ended), lock.hold (grant to release),
+        # lock.lost. No lock names in them: names often carry ids (metric cardinality).
+        self.observer = observer
+        self._held_since: Stopwatch | None = None
         self._store: StoreT = store
         self._slots = slots
         base = store.record_key(self.name)
@@ -217,7 +223,32 @@ class _Handle(Generic[StoreT, EventT]):
             self._owner = secrets.token_hex(16)
         return self._owner
 
+    def _report(self, name: str, outcome: str, clock: Stopwatch | None) -> None:
+        if self.observer is not None:
+            attrs = {"kind": self._what}
+            event = (clock or Stopwatch()).event(name, outcome, attrs=attrs)
+            emit(self.observer, event)
+
+    def _report_acquire(self, clock: Stopwatch, exc: BaseException | None) -> None:
+        if exc is None:
+            outcome = "acquired"
+        elif isinstance(exc, LockTimeoutError):
+            outcome = "timeout"
+        elif isinstance(exc, asyncio.CancelledError):
+            outcome = "cancelled"
+        else:
+            outcome = "error"
+        self._report("lock.acquire", outcome, clock)
+
+    def _report_release(self, lost: LeaseLostError | None, ok: bool) -> None:
+        if lost is None and not ok:  # found lost only now (a loss seen earlier was reported)
+            self._report("lock.lost", "lost", None)
+        self._report("lock.hold", "released" if ok and lost is None else "lost", self._held_since)
+        self._held_since = None
+
     def _granted(self, claim: Claim, sent: float) -> int:
+        if self.observer is not None:
+            self._held_since = Stopwatch()
         self._token = claim.token
         self._slot = claim.slot
         self._lost = None
@@ -244,7 +275,8 @@ class _Handle(Generic[StoreT, EventT]):
         error = LeaseLostError(reason, token=self._token)
         if self._lost is None:
             self._lost = error
-            log.warning("idemkit: %s", reason)
+            log.warning("idemkit: %s", reason, extra={"idemkit": "lock-lost"})
+            self._report("lock.lost", "lost", None)
             self.lost_event.set()
             if self.on_lost is not None:
                 try:
@@ -291,6 +323,7 @@ class FencedLock(_Handle[LeaseStore, asyncio.Event]):
         poll_interval: float = 1.0,
         prefix: str | None = None,
         time_floor: bool = True,
+        observer: Observer | None = None,
         _slots: int = 1,
     ) -> None:
         store = LeaseStore(client, prefix=prefix or self._default_prefix, time_floor=time_floor)
@@ -303,6 +336,7 @@ class FencedLock(_Handle[LeaseStore, asyncio.Event]):
             watchdog=watchdog,
             on_lost=on_lost,
             poll_interval=poll_interval,
+            observer=observer,
         )
         self.client = client
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -335,6 +369,18 @@ class FencedLock(_Handle[LeaseStore, asyncio.Event]):
         reply was lost is re-claimed, which is idempotent for its owner id, and released);
         a wake-up taken by a cancelled waiter is pushed back for the next one.
         """
+        if self.observer is None:
+            return await self._acquire(timeout, blocking)
+        clock = Stopwatch()
+        try:
+            token = await self._acquire(timeout, blocking)
+        except BaseException as exc:
+            self._report_acquire(clock, exc)
+            raise
+        self._report_acquire(clock, None)
+        return token
+
+    async def _acquire(self, timeout: float | None, blocking: bool) -> int:  # noqa: ASYNC109
         self._check_loop()
         deadline = _deadline(timeout, blocking)
         owner = self._begin_acquire()
@@ -482,6 +528,7 @@ class FencedLock(_Handle[LeaseStore, asyncio.Event]):
         # Clear only after a definitive reply: on a connection error the handle still
         # holds its token and the caller may retry the release.
         token, _, lost = self._cleared()
+        self._report_release(lost, bool(ok))
         if lost is not None or not ok:
             raise self._lost_on_release(token)
 
@@ -583,6 +630,7 @@ class SyncFencedLock(_Handle[SyncLeaseStore, threading.Event]):
         poll_interval: float = 1.0,
         prefix: str | None = None,
         time_floor: bool = True,
+        observer: Observer | None = None,
         _slots: int = 1,
     ) -> None:
         store = SyncLeaseStore(client, prefix=prefix or self._default_prefix, time_floor=time_floor)
@@ -595,6 +643,7 @@ class SyncFencedLock(_Handle[SyncLeaseStore, threading.Event]):
             watchdog=watchdog,
             on_lost=on_lost,
             poll_interval=poll_interval,
+            observer=observer,
         )
         self.client = client
         self._watchdog: threading.Thread | None = None
@@ -605,6 +654,18 @@ class SyncFencedLock(_Handle[SyncLeaseStore, threading.Event]):
 
     def acquire(self, timeout: float | None = None, blocking: bool = True) -> int:
         """Wait for the lock and return its fencing token (see :meth:`FencedLock.acquire`)."""
+        if self.observer is None:
+            return self._acquire(timeout, blocking)
+        clock = Stopwatch()
+        try:
+            token = self._acquire(timeout, blocking)
+        except BaseException as exc:
+            self._report_acquire(clock, exc)
+            raise
+        self._report_acquire(clock, None)
+        return token
+
+    def _acquire(self, timeout: float | None, blocking: bool) -> int:
         deadline = _deadline(timeout, blocking)
         owner = self._begin_acquire()
         while True:
@@ -646,6 +707,7 @@ class SyncFencedLock(_Handle[SyncLeaseStore, threading.Event]):
             self.keys[self._slot], self._token, self.signal_key, signal_cap=self._slots
         )
         token, _, lost = self._cleared()
+        self._report_release(lost, bool(ok))
         if lost is not None or not ok:
             raise self._lost_on_release(token)
 

@@ -23,7 +23,7 @@ from idemkit.observe import Observer
 from idemkit.pipeline import PipelinedLeaseStore, can_pipeline
 from idemkit.policy import IdempotencyPolicy, PolicyOptions
 
-__all__ = ["IdempotencyMiddleware", "as_lease_store"]
+__all__ = ["Coverage", "IdempotencyMiddleware", "as_lease_store"]
 
 
 def as_lease_store(store: LeaseStore | aioredis.Redis | aioredis.RedisCluster) -> LeaseStore:
@@ -42,6 +42,36 @@ def as_lease_store(store: LeaseStore | aioredis.Redis | aioredis.RedisCluster) -
 def _compile_paths(patterns: Iterable[str]) -> re.Pattern[str] | None:
     parts = [fnmatch.translate(p) for p in patterns]
     return re.compile("|".join(parts)) if parts else None
+
+
+class Coverage:
+    """Which requests a middleware covers, and which of them must carry a key.
+
+    ``require_key``: ``True``, ``False`` or glob patterns of paths (``"/payments*"``);
+    ``exempt_paths``: glob patterns of paths never touched. Shared by the ASGI middleware,
+    the Django middleware and the OpenAPI documentation of both.
+    """
+
+    def __init__(
+        self,
+        methods: Iterable[str],
+        require_key: bool | Iterable[str] = False,
+        exempt_paths: Iterable[str] = (),
+    ) -> None:
+        if isinstance(require_key, str):
+            raise ConfigurationError("require_key takes a list of path patterns, not one string")
+        self.methods = frozenset(methods)
+        self._require_all = require_key is True
+        self._required = None if isinstance(require_key, bool) else _compile_paths(require_key)
+        self._exempt = _compile_paths(exempt_paths)
+
+    def required(self, method: str, path: str) -> bool | None:
+        """None when the request is not covered, else whether it must carry a key."""
+        if method not in self.methods or (self._exempt is not None and self._exempt.match(path)):
+            return None
+        return self._require_all or (
+            self._required is not None and self._required.match(path) is not None
+        )
 
 
 class IdempotencyMiddleware:
@@ -69,22 +99,14 @@ class IdempotencyMiddleware:
         self.exchange = HttpIdempotency(as_lease_store(store), self.policy, observer)
         self.engine = self.exchange.engine
         self.store = self.engine.store
-        if isinstance(require_key, str):
-            raise ConfigurationError("require_key takes a list of path patterns, not one string")
-        self._require_all = require_key is True
-        self._required = None if isinstance(require_key, bool) else _compile_paths(require_key)
-        self._exempt = _compile_paths(exempt_paths)
-        self._methods = self.policy.methods
+        self.coverage = Coverage(self.policy.methods, require_key, exempt_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in self._methods:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        if self._exempt is not None and self._exempt.match(path):
+        required = self.coverage.required(scope["method"], scope["path"])
+        if required is None:
             await self.app(scope, receive, send)
             return
-        required = self._require_all or (
-            self._required is not None and self._required.match(path) is not None
-        )
         await self.exchange.serve(self.app, scope, receive, send, required=required)

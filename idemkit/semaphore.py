@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from idemkit.errors import ConfigurationError
 from idemkit.lock import DEFAULT_RETENTION_MS, FencedLock, LostCallback, SyncFencedLock
+from idemkit.observe import Observer
 
 __all__ = ["MAX_LIMIT", "FencedSemaphore", "SyncFencedSemaphore"]
 
@@ -50,6 +51,7 @@ class FencedSemaphore(FencedLock):
         poll_interval: float = 1.0,
         prefix: str | None = None,
         time_floor: bool = True,
+        observer: Observer | None = None,
     ) -> None:
         super().__init__(
             client,
@@ -59,6 +61,7 @@ class FencedSemaphore(FencedLock):
             watchdog=watchdog,
             on_lost=on_lost,
             poll_interval=poll_interval,
+            observer=observer,
             prefix=prefix,
             time_floor=time_floor,
             _slots=_check_limit(limit),
@@ -91,6 +94,7 @@ class SyncFencedSemaphore(SyncFencedLock):
         poll_interval: float = 1.0,
         prefix: str | None = None,
         time_floor: bool = True,
+        observer: Observer | None = None,
     ) -> None:
         super().__init__(
             client,
@@ -100,6 +104,7 @@ class SyncFencedSemaphore(SyncFencedLock):
             watchdog=watchdog,
             on_lost=on_lost,
             poll_interval=poll_interval,
+            observer=observer,
             prefix=prefix,
             time_floor=time_floor,
             _slots=_check_limit(limit),

@@ -343,7 +343,11 @@ async def test_fail_open_serves_without_idempotency(shop: Shop) -> None:
     dead = aioredis.Redis(port=free_port(), socket_connect_timeout=0.2)
     events: list[Any] = []
     async with client(
-        shop.app(store=dead, fail_open=True, observer=lambda e: events.append(e.outcome))
+        shop.app(
+            store=dead,
+            fail_open=True,
+            observer=lambda e: e.name == "idempotency.request" and events.append(e.outcome),
+        )
     ) as c:
         response = await c.post("/payments", content=b"abc", headers=KEY)
     assert response.status_code == 201 and response.json()["echo"] == "abc"
@@ -353,7 +357,12 @@ async def test_fail_open_serves_without_idempotency(shop: Shop) -> None:
 
 async def test_observer_sees_each_outcome(shop: Shop, aredis: aioredis.Redis) -> None:
     events: list[Any] = []
-    async with client(shop.app(store=aredis, observer=lambda e: events.append(e.outcome))) as c:
+    async with client(
+        shop.app(
+            store=aredis,
+            observer=lambda e: e.name == "idempotency.request" and events.append(e.outcome),
+        )
+    ) as c:
         await c.post("/payments", content=b"x", headers=KEY)
         await c.post("/payments", content=b"x", headers=KEY)
         await c.post("/payments", content=b"y", headers=KEY)
@@ -386,7 +395,10 @@ async def test_store_failure_after_the_handler_is_not_called_fenced(
     shop.delay = 0.2
     redis_client = aioredis.Redis.from_url(fresh_redis_server.url, socket_connect_timeout=0.2)
     async with client(
-        shop.app(store=redis_client, observer=lambda e: events.append(e.outcome))
+        shop.app(
+            store=redis_client,
+            observer=lambda e: e.name == "idempotency.request" and events.append(e.outcome),
+        )
     ) as c:
         task = asyncio.create_task(c.post("/payments", content=b"x", headers=KEY))
         await shop.entered.wait()
