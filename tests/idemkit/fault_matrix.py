@@ -165,7 +165,7 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-_MARKERS = re.compile(r"(<!-- fault-table:start -->\n).*?(\n<!-- fault-table:end -->)", re.DOTALL)
+_MARKERS = re.compile(r"(<!-- fault-table:start -->\n).*?(<!-- fault-table:end -->)", re.DOTALL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         if not _MARKERS.search(doc):
             print(f"no fault-table markers in {args.write}", file=sys.stderr)
             return 1
-        args.write.write_text(_MARKERS.sub(lambda m: m.group(1) + text + m.group(2), doc))
+        args.write.write_text(_MARKERS.sub(lambda m: m.group(1) + text + "\n" + m.group(2), doc))
     return 0
 
 

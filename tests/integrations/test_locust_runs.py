@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 
 from idemkit.testing import free_port
 from tests.integrations.locust_support import ROOT, child_env, run_locust, serve
+from tests.readme import block
 
 EXAMPLE = ROOT / "loadtests" / "example_locustfile.py"
 TARGET_LOCUSTFILE = Path(__file__).with_name("locustfile_target.py")
@@ -27,13 +27,8 @@ SHOP = "loadtests.service:app_factory"
 
 
 def readme_example() -> str:
-    """The Python block of README.md's load-test section that defines an IdempotentUser."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("\n## Load tests", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
-    found = [b for b in blocks if "IdempotentUser" in b]
-    assert len(found) == 1, "README's load-test section must show one example locustfile"
-    return str(found[0])
+    """The README's example locustfile (the block named "locustfile")."""
+    return block("locustfile")
 
 
 def test_the_readme_example_is_the_shipped_file() -> None:

@@ -1,4 +1,4 @@
-"""Every code block of docs/readme/integrations.md runs, through its framework, against the
+"""Every code block of the README's integrations section runs, through its framework, against the
 test session's redis-server; the extras table matches pyproject.toml."""
 
 from __future__ import annotations
@@ -16,27 +16,24 @@ from django.test import Client, override_settings
 from litestar.testing import TestClient
 from prometheus_client import REGISTRY
 
+from tests.readme import block
+
 ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "readme" / "integrations.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+NAMES = ("fastapi", "django", "litestar", "observability")
 KEY = {"Idempotency-Key": "readme-1"}
 
 
-def run(index: int, monkeypatch: pytest.MonkeyPatch, redis_url: str) -> dict[str, Any]:
-    """Run block ``index`` as a module of its own (frameworks resolve annotations there)."""
+def run(name: str, monkeypatch: pytest.MonkeyPatch, redis_url: str) -> dict[str, Any]:
+    """Run README block ``name`` as a module of its own (frameworks resolve annotations there)."""
     monkeypatch.setenv("REDIS_URL", redis_url)
-    module = types.ModuleType(f"readme_integrations_{index}")
+    module = types.ModuleType(f"readme_integrations_{name}")
     monkeypatch.setitem(sys.modules, module.__name__, module)
-    exec(compile(BLOCKS[index], f"{DOC}:block{index}", "exec"), module.__dict__)
+    exec(compile(block(name), f"README.md:{name}", "exec"), module.__dict__)
     return module.__dict__
 
 
-def test_the_section_has_one_example_per_integration() -> None:
-    assert len(BLOCKS) == 4
-
-
 async def test_fastapi_example(monkeypatch: pytest.MonkeyPatch, redis_url: str) -> None:
-    ns = run(0, monkeypatch, redis_url)
+    ns = run("fastapi", monkeypatch, redis_url)
     transport = httpx.ASGITransport(app=ns["app"])
     async with httpx.AsyncClient(transport=transport, base_url="http://shop") as http:
         first = await http.post("/orders", json={"sku": "tea"}, headers=KEY)
@@ -51,7 +48,7 @@ async def test_fastapi_example(monkeypatch: pytest.MonkeyPatch, redis_url: str) 
 
 
 def test_django_example(monkeypatch: pytest.MonkeyPatch, redis_url: str, database: None) -> None:
-    ns = run(1, monkeypatch, redis_url)
+    ns = run("django", monkeypatch, redis_url)
     from tests.integrations.django_site import views
 
     views.CALLS.clear()
@@ -64,7 +61,7 @@ def test_django_example(monkeypatch: pytest.MonkeyPatch, redis_url: str, databas
 
 
 def test_litestar_example(monkeypatch: pytest.MonkeyPatch, redis_url: str) -> None:
-    ns = run(2, monkeypatch, redis_url)
+    ns = run("litestar", monkeypatch, redis_url)
     plugin = ns["app"].plugins.get(ns["IdempotencyPlugin"])
     with TestClient(ns["app"]) as http:
         first = http.post("/orders", json={"sku": "tea"}, headers=KEY)
@@ -78,7 +75,7 @@ def test_litestar_example(monkeypatch: pytest.MonkeyPatch, redis_url: str) -> No
 async def test_observability_example(monkeypatch: pytest.MonkeyPatch, redis_url: str) -> None:
     import logging
 
-    ns = run(3, monkeypatch, redis_url)
+    ns = run("observability", monkeypatch, redis_url)
     try:
         async with ns["lock"] as token:
             assert token > 0
@@ -95,6 +92,7 @@ def test_the_extras_table_matches_pyproject() -> None:
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
         "optional-dependencies"
     ]
-    rows = re.findall(r"^\| (`[^|]+`) \|", DOC.read_text(), re.M)
+    install = (ROOT / "README.md").read_text().split("\n## Install", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (`[^|]+`) \|", install, re.M)
     named = {name for row in rows for name in re.findall(r"`([a-z]+)`", row)}
     assert named == set(extras)
