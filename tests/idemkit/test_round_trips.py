@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from idemkit.lease import LeaseStore, load_script
 from idemkit.testing import RedisServer
-from tests.idemkit.shop import Shop, client
+from tests.idemkit.shop import MODES, Shop, client
 
 
 class CountingStore(LeaseStore):
@@ -79,11 +79,13 @@ def sent(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return top
 
 
+@pytest.mark.parametrize("mode", MODES)
 async def test_replay_is_one_evalsha_and_first_execution_two(
-    server_client: tuple[aioredis.Redis, aioredis.Redis],
+    server_client: tuple[aioredis.Redis, aioredis.Redis], mode: str
 ) -> None:
+    """For the middleware and for the decorator on each framework alike."""
     app_client, info_client = server_client
-    shop = Shop()
+    shop = Shop(mode)
     async with client(shop.app(store=app_client)) as c:
         # Warm up: the scripts get loaded (NOSCRIPT fallback) and the connection is set up.
         await c.post("/payments", content=b"warm", headers={"Idempotency-Key": "warm-up"})
