@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from idemkit._types import Scope
+from idemkit.deadline import Deadlines
 from idemkit.errors import EvictingStoreError, StoreUnavailableError
 from idemkit.fingerprint import record_name, request_fingerprint
 from idemkit.lease import BUSY, Claim, Completion, LeaseStore
@@ -142,7 +143,9 @@ class Engine:
         self._background: set[asyncio.Task[Completion | None]] = set()
         # One line per cause and interval during an outage (per middleware or decorator).
         self.log = RateLimitedLog(log)
+        self._deadlines = Deadlines(policy.store_timeout)
         self._eviction_checked = False
+        self._eviction_task: asyncio.Future[None] | None = None
         self.evicting: str | None = None  # the evicting maxmemory-policy, once checked
 
     def identify(self, scope: Scope, caller: str, key: str, body: bytes) -> tuple[str, bytes]:
@@ -152,8 +155,7 @@ class Engine:
     async def bounded(self, operation: Awaitable[T]) -> T:
         """``operation`` within ``store_timeout``; a timeout is a store outage."""
         try:
-            async with asyncio.timeout(self.policy.store_timeout):
-                return await operation
+            return await self._deadlines.run(operation)
         except TimeoutError:
             raise StoreUnavailableError(
                 f"Redis did not answer within store_timeout ({self.policy.store_timeout} s)"
@@ -173,26 +175,41 @@ class Engine:
         return result
 
     async def check_eviction(self) -> None:
-        """On first use: refuse (or warn about) a Redis that may evict records."""
+        """On first use: refuse (or warn about) a Redis that may evict records.
+
+        One check for all the requests that arrive together (a shared task), so a burst of
+        first requests costs one ``CONFIG GET``, not one connection each; a check that
+        failed (Redis down) is tried again by the next request.
+        """
         if not self._eviction_checked:
-            self.evicting = await self.bounded(self.store.eviction_policy())
-            self._eviction_checked = True
-            if self.evicting is not None:
-                log.log(
-                    logging.ERROR if self.policy.evicting_store == "refuse" else logging.WARNING,
-                    "idemkit: Redis maxmemory-policy is %r: it may evict idempotency records, "
-                    "and a completed key whose record was evicted runs again. %s Configure "
-                    "'maxmemory-policy noeviction'.",
-                    self.evicting,
-                    "Keyed requests are refused (evicting_store='refuse')."
-                    if self.policy.evicting_store == "refuse"
-                    else "Serving anyway (evicting_store='warn').",
-                    extra={"idemkit": "evicting-store", "maxmemory_policy": self.evicting},
-                )
+            task = self._eviction_task
+            if (
+                task is None
+                or task.get_loop() is not asyncio.get_running_loop()
+                or (task.done() and task.exception() is not None)
+            ):
+                task = self._eviction_task = asyncio.ensure_future(self._read_eviction_policy())
+            await asyncio.shield(task)
         if self.evicting is not None and self.policy.evicting_store == "refuse":
             raise EvictingStoreError(
                 f"Redis maxmemory-policy is {self.evicting!r}, which may evict idempotency "
                 "records; configure 'maxmemory-policy noeviction' (or evicting_store='warn')"
+            )
+
+    async def _read_eviction_policy(self) -> None:
+        self.evicting = await self.bounded(self.store.eviction_policy())
+        self._eviction_checked = True
+        if self.evicting is not None:
+            log.log(
+                logging.ERROR if self.policy.evicting_store == "refuse" else logging.WARNING,
+                "idemkit: Redis maxmemory-policy is %r: it may evict idempotency records, "
+                "and a completed key whose record was evicted runs again. %s Configure "
+                "'maxmemory-policy noeviction'.",
+                self.evicting,
+                "Keyed requests are refused (evicting_store='refuse')."
+                if self.policy.evicting_store == "refuse"
+                else "Serving anyway (evicting_store='warn').",
+                extra={"idemkit": "evicting-store", "maxmemory_policy": self.evicting},
             )
 
     async def claim(self, record: str, fingerprint: bytes) -> Claim:
