@@ -13,6 +13,7 @@ The same scripts back :class:`LeaseStore` (``redis.asyncio``) and :class:`SyncLe
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -76,8 +77,14 @@ class Claim:
 
 
 def load_script(name: str) -> str:
-    """Source of a Lua script shipped next to this module (``idemkit/lua/<name>.lua``)."""
-    return resources.files("idemkit").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    """Source of a Lua script shipped next to this module (``idemkit/lua/<name>.lua``), with
+    each ``--!include NAME`` line replaced by ``lua/NAME.lua`` (Redis scripts cannot load
+    code, so helpers shared by several scripts are pasted in before the script is sent)."""
+    source = resources.files("idemkit").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    return _INCLUDE.sub(lambda m: load_script(m.group(1)), source)
+
+
+_INCLUDE = re.compile(r"^--!include (\w+)$", re.M)
 
 
 def _parse_claim(reply: list[Any]) -> Claim:

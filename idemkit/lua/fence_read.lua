@@ -8,27 +8,13 @@
 --
 -- Returns {1, token, field, value, ...} (without '_fence') when the token is not stale,
 -- {0, newest} when a newer holder has been seen. Tokens are decimal strings, compared
--- exactly (see fence_write.lua: never through Lua's doubles).
-local function canonical(s)
-  return s == '0' or string.find(s, '^[1-9]%d*$') ~= nil
-end
-
-local function older(a, b)  -- a < b, both canonical
-  if #a ~= #b then return #a < #b end
-  for i = 1, #a do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return false
-end
+-- exactly (see _fence_tokens.lua: never through Lua's doubles).
+--!include _fence_tokens
 
 local token = ARGV[1]
-if not canonical(token) then
-  return redis.error_reply('ERR fencing token must be a decimal integer >= 0 without leading zeros')
-end
-local newest = redis.call('HGET', KEYS[1], '_fence') or '0'
-if not canonical(newest) then
-  return redis.error_reply('ERR ' .. KEYS[1] .. ' holds a _fence that is not a decimal integer')
+local newest, refusal = fence_tokens(KEYS[1], token)
+if refusal then
+  return refusal
 end
 if older(token, newest) then
   return {0, newest}

@@ -7,30 +7,12 @@
 -- Returns {1, token} when applied (token >= newest; equal tokens are the same holder writing
 -- again), {0, newest} when refused: a newer holder has been seen and nothing was written.
 -- Tokens travel and are stored as decimal strings.
---
--- Tokens are compared exactly, at any size: Redis Lua numbers are doubles, which cannot tell
--- 2^53 from 2^53 + 1 and overflow at 2^63, so tokens never go through tonumber(). Canonical
--- decimals (no sign, no leading zeros) order by length first, then byte by byte.
-local function canonical(s)
-  return s == '0' or string.find(s, '^[1-9]%d*$') ~= nil
-end
-
-local function older(a, b)  -- a < b, both canonical
-  if #a ~= #b then return #a < #b end
-  for i = 1, #a do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return false
-end
+--!include _fence_tokens
 
 local token = ARGV[1]
-if not canonical(token) then
-  return redis.error_reply('ERR fencing token must be a decimal integer >= 0 without leading zeros')
-end
-local newest = redis.call('HGET', KEYS[1], '_fence') or '0'
-if not canonical(newest) then
-  return redis.error_reply('ERR ' .. KEYS[1] .. ' holds a _fence that is not a decimal integer')
+local newest, refusal = fence_tokens(KEYS[1], token)
+if refusal then
+  return refusal
 end
 if older(token, newest) then
   return {0, newest}
