@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     shop = p.add_argument_group("the built-in shop")
     shop.add_argument("--workers", type=int, help="uvicorn workers (default 2; 1 with --embedded)")
     shop.add_argument("--embedded", action="store_true", help="fakeredis in the one worker")
+    shop.add_argument(
+        "--database",
+        help="the shop's orders and outbox: postgresql://... or sqlite:///path "
+        "(default: a throwaway PostgreSQL)",
+    )
     args = parser.parse_args(argv)
     opts = RunOptions(
         duration=args.duration,
@@ -70,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         redis=args.redis,
         health=args.health,
         processes=args.processes,
+        database=args.database,
     )
     try:
         opts.check()
