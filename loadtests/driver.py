@@ -318,6 +318,12 @@ class _Workers:
         return text if text in self.procs else "relay-1"
 
     def stop_all(self) -> None:
+        # All at once: stopped one by one, a standby would take over from each in turn.
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGCONT)
+                    os.killpg(proc.pid, signal.SIGTERM)
         for proc in self.procs.values():
             _kill_group(proc, grace=3.0)
 

@@ -59,6 +59,7 @@ GROUP: Final = "read-model"
 STREAM: Final = stream_name(TOPIC)
 MODEL: Final = "shop:{model}:orders"  # hash order_id -> {"seq", "history", "product"}
 APPLIED: Final = "shop:{model}:applied"  # hash event_id -> times applied
+EARLY: Final = "shop:{model}:early"  # events that arrived before their predecessor (count)
 MARKERS: Final = "shop:{model}:done:"  # RedisEffect dedup markers
 IN_PROGRESS: Final = "orders-in-progress"
 CLAIM_IDLE_MS: Final = 1_000
@@ -104,6 +105,7 @@ class ReadModel:
             if seq <= state["seq"]:
                 return  # applied before (the dedup marker normally says so first)
             if seq != state["seq"] + 1:
+                self.client.incr(EARLY)  # for the report only: not part of the effect
                 raise OutOfOrder(f"event {seq} of order {order} before event {state['seq'] + 1}")
         state = {"seq": seq, "history": [*state["history"], kind], "product": event["product"]}
         pipe.hset(MODEL, order, json.dumps(state, separators=(",", ":")))
@@ -163,6 +165,7 @@ async def read_model_state(client: Any, counters: Counters) -> dict[str, Any]:
         "in_progress": in_progress,
         "published": dict(published),
         "dead_letters": int(await client.xlen(f"{STREAM}:dead")),
+        "early": int(await client.get(EARLY) or 0),
         "counters": counters.kind,
     }
 

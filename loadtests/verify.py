@@ -373,7 +373,8 @@ def _read_model(orders: Mapping[str, Any], model: Mapping[str, Any], result: Ver
     if model["dead_letters"]:
         result.fail("dead-lettered", f"{model['dead_letters']} events in the dead-letter stream")
     result.checks["read model"] = (
-        f"{sum(model['applied'].values())} events applied, {in_order} orders' events in order; "
+        f"{sum(model['applied'].values())} events applied, {in_order} orders' events in order "
+        f"({model.get('early', 0)} early events held back until their predecessor applied); "
         f"sales counters ({model['counters']}) {sum(sales.values())} units = confirmed orders "
         f"{sum(expected.values())}; orders-in-progress counter {model['in_progress']}"
     )

@@ -68,7 +68,9 @@ RELAY_ACTIVE: Final = "shop:workers:relay-active"  # name of the relay holding t
 
 
 def _say(*words: object) -> None:
-    sys.stdout.write(" ".join(str(w) for w in words) + "\n")
+    now = time.time()
+    stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
+    sys.stdout.write(" ".join([stamp, *(str(w) for w in words)]) + "\n")
     sys.stdout.flush()
 
 
@@ -229,7 +231,7 @@ def _relay(args: argparse.Namespace) -> None:
 
     def note(event: Event) -> None:
         if event.name == "outbox.lease":
-            _say("lease", event.outcome)
+            _say("lease", event.outcome, *(f"{k}={v}" for k, v in event.attrs.items()))
             if event.outcome == "acquired":
                 with contextlib.suppress(redis.RedisError):
                     client.set(RELAY_ACTIVE, args.name)
