@@ -159,7 +159,14 @@ async def drive_sagas(
     async def one(saga_id: str) -> None:
         try:
             await orchestrator.resume(saga_id)
-        except (SagaBusyError, LeaseLostError):
+        except SagaBusyError:
+            not_before[saga_id] = time.monotonic() + 0.05
+        except LeaseLostError as exc:
+            # Paused past the lease: another orchestrator drives this saga now, and the log
+            # refused what this one wanted to write.
+            log.warning(
+                "saga %s: lease lost, left to the orchestrator that took it: %s", saga_id, exc
+            )
             not_before[saga_id] = time.monotonic() + 0.05
         except Exception as exc:
             log.warning("saga %s: %r; retrying", saga_id, exc)
