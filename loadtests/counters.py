@@ -16,6 +16,7 @@ no CRDT. :attr:`Counters.kind` says which is in use.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Final
 
 from crdt import CrdtStore, GCounter, PNCounter, SyncCrdtStore
@@ -46,7 +47,7 @@ class Counters:
         self.crdt = not is_embedded(client)
         self.kind = "crdt" if self.crdt else "plain (embedded store)"
         self.layout = Layout(prefix, DEFAULT_SHARDS)
-        self._async = "asyncio" in type(client).__module__ or "Async" in type(client).__name__
+        self._async = inspect.iscoroutinefunction(client.execute_command)
         # The stores check region and prefix, and read counters back.
         self.store: Any = (
             CrdtStore(client, region=region, prefix=prefix)

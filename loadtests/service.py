@@ -46,6 +46,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -130,6 +131,7 @@ return redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 """
 
 _MAX_LATENCY_MS = 5000
+_ORDER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")  # a saga id: no braces, bounded
 _SAGA_STATUS_FIELDS: Final = ("name", "data", "status", "failed_step", "error")
 
 
@@ -259,7 +261,7 @@ class Shop:
         qty = doc.get("qty", 1)
         amount = doc.get("amount", 100 * qty if isinstance(qty, int) else 0)
         if (
-            not order_id
+            not _ORDER_ID.fullmatch(order_id)
             or product not in self.stock
             or not isinstance(qty, int)
             or qty <= 0
@@ -267,7 +269,9 @@ class Shop:
             or amount <= 0
         ):
             return _error(
-                400, "order_id, a known product, a positive qty and amount (cents) are required"
+                400,
+                "order_id (1..100 of A-Z a-z 0-9 _ . : -), a known product, a positive qty and "
+                "a positive amount (cents) are required",
             )
         data = {
             "order_id": order_id,

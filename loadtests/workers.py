@@ -175,11 +175,12 @@ async def drive_sagas(
             running.pop(saga_id, None)
 
     while not stop.is_set():
+        pause = interval
         try:
             unfinished = await orchestrator.log.unfinished(500)
         except Exception as exc:
             log.warning("cannot list unfinished sagas: %r", exc)
-            unfinished = []
+            unfinished, pause = [], 0.25
         now = time.monotonic()
         for saga_id in unfinished:
             if len(running) >= concurrency:
@@ -191,7 +192,7 @@ async def drive_sagas(
             for saga_id in [s for s in not_before if s not in keep]:
                 del not_before[saga_id]
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+            await asyncio.wait_for(stop.wait(), pause)
     if running:
         # Let sagas in flight finish their step; cancelled ones release their lease and are
         # resumed from the log by another orchestrator.

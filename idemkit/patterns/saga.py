@@ -44,6 +44,7 @@ import redis.asyncio as aioredis
 
 from idemkit.errors import (
     LeaseLostError,
+    LockNotHeldError,
     LockTimeoutError,
     StaleTokenError,
     StoreUnavailableError,
@@ -367,9 +368,11 @@ class SagaOrchestrator:
                 token=exc.token,
             ) from exc
         finally:
-            if lock.held or lock.lost:
-                with contextlib.suppress(LeaseLostError, StoreUnavailableError):
-                    await lock.release()
+            # Always, not only while held: a lease that ran out locally (renewals failing in
+            # an outage) is neither held nor lost, yet its watchdog renews it again once Redis
+            # answers, and would keep a saga nobody drives from every other orchestrator.
+            with contextlib.suppress(LeaseLostError, LockNotHeldError, StoreUnavailableError):
+                await lock.release()
 
     @staticmethod
     def _check_same(record: SagaRecord, definition: Saga, data: Any) -> None:
