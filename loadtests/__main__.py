@@ -3,6 +3,8 @@
 The built-in shop by default; any service with ``--start`` (and ``--locustfile``)::
 
     python -m loadtests run --duration 20s --fault restart-redis
+    python -m loadtests run --fault kill-orchestrator     # or pause-orchestrator, kill-relay,
+                                                          # pause-relay, kill-consumer
     python -m loadtests run --start "uvicorn myapp:app --port {port} --workers 2" \\
         --locustfile my_locustfile.py --fault kill-worker
     python -m loadtests run --target http://127.0.0.1:8000 --locustfile my_locustfile.py
