@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-## demo: the shop service on the embedded store (fakeredis), driven by a retrying client.
+## demo: the shop service on the embedded store (fakeredis, SQLite; its saga orchestrator,
+## outbox relay and read-model consumer in-process), driven by a retrying client.
 demo: $(STAMP)
 	$(PY) -m loadtests.demo
 
@@ -62,15 +63,18 @@ bench: $(STAMP) redis-server
 
 ## loadtest: a 20 s Locust run with verification, against the shop or your own service:
 ##   make loadtest FAULT=restart-redis                 (kill-worker, pause-worker)
+##   make loadtest FAULT=kill-orchestrator             (pause-orchestrator, kill-relay,
+##                                                      pause-relay, kill-consumer)
 ##   make loadtest START="uvicorn app:app --port {port} --workers 2" LOCUSTFILE=f.py FAULT=kill-worker
 ##   make loadtest TARGET=http://127.0.0.1:8000 LOCUSTFILE=f.py DURATION=60s
-loadtest: $(STAMP) redis-server
+loadtest: $(STAMP) redis-server postgres
 	$(PY) -m loadtests run --duration $(or $(DURATION),20s) $(if $(FAULT),--fault $(FAULT),) \
 		$(if $(START),--start '$(START)',) $(if $(TARGET),--target '$(TARGET)',) \
-		$(if $(LOCUSTFILE),--locustfile '$(LOCUSTFILE)',)
+		$(if $(LOCUSTFILE),--locustfile '$(LOCUSTFILE)',) \
+		$(if $(DATABASE),--database '$(DATABASE)',)
 
 ## soak: the long versions of the fault and load tests.
-soak: $(STAMP) redis-server
+soak: $(STAMP) redis-server postgres
 	$(VENV)/bin/pytest -q -p no:cacheprovider --soak -m soak
 
 clean:

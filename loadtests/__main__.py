@@ -3,6 +3,8 @@
 The built-in shop by default; any service with ``--start`` (and ``--locustfile``)::
 
     python -m loadtests run --duration 20s --fault restart-redis
+    python -m loadtests run --fault kill-orchestrator     # or pause-orchestrator, kill-relay,
+                                                          # pause-relay, kill-consumer
     python -m loadtests run --start "uvicorn myapp:app --port {port} --workers 2" \\
         --locustfile my_locustfile.py --fault kill-worker
     python -m loadtests run --target http://127.0.0.1:8000 --locustfile my_locustfile.py
@@ -53,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     shop = p.add_argument_group("the built-in shop")
     shop.add_argument("--workers", type=int, help="uvicorn workers (default 2; 1 with --embedded)")
     shop.add_argument("--embedded", action="store_true", help="fakeredis in the one worker")
+    shop.add_argument(
+        "--database",
+        help="the shop's orders and outbox: postgresql://... or sqlite:///path "
+        "(default: a throwaway PostgreSQL)",
+    )
     args = parser.parse_args(argv)
     opts = RunOptions(
         duration=args.duration,
@@ -70,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         redis=args.redis,
         health=args.health,
         processes=args.processes,
+        database=args.database,
     )
     try:
         opts.check()

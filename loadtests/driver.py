@@ -1,16 +1,21 @@
 """Run a service under Locust with the idempotency kit, inject a fault, verify, report.
 
 ``python -m loadtests run --duration 20s --fault restart-redis`` starts a throwaway
-``redis-server`` (AOF on, free loopback port), the shop on uvicorn (``--workers N``),
-Locust headless with the shop's locustfile, injects the fault at 40 % of the run, then
-writes the kit's report with the fault timeline.
+``redis-server`` (AOF on, free loopback port), a throwaway PostgreSQL (the shop's orders and
+outbox; ``--database URL`` uses another), the shop on uvicorn (``--workers N``), the shop's
+pattern workers (two saga orchestrators, two outbox relays, two read-model consumers:
+``python -m loadtests.workers``), Locust headless with the shop's locustfile, injects the
+fault at 40 % of the run, then writes the kit's report with the fault timeline.
 
 Any other service works the same way: ``--start "uvicorn myapp:app --port {port}"`` (the
 driver picks a free port, optionally starts a Redis for it as ``{redis_url}`` and
 ``REDIS_URL``, and kills the process group afterwards) or ``--target URL`` for a service
 that is already running, with ``--locustfile`` naming the user's own locustfile. Faults
 need processes the driver started: ``restart-redis`` its Redis, ``kill-worker`` and
-``pause-worker`` the started service's worker processes.
+``pause-worker`` the started service's worker processes, and the shop's pattern faults
+(``kill-orchestrator``, ``pause-orchestrator``, ``kill-relay``, ``pause-relay``,
+``kill-consumer``) its worker processes: each is told to SIGKILL or SIGSTOP itself at its
+fault point (:mod:`loadtests.workers`), then restarted or continued.
 
 The verdict is the kit's: the client-side checks plus the locustfile's server-side check
 hooks, computed inside Locust when it quits (``--idem-json``). Everything is bound to
@@ -35,14 +40,30 @@ from typing import Any
 
 import httpx
 
-from idemkit.testing import RedisServer, free_port
+from idemkit.testing import PostgresServer, RedisServer, free_port
 from integrations.locust import Verification, write_report
 
-__all__ = ["FAULTS", "Outcome", "RunOptions", "run", "worker_pids"]
+__all__ = ["FAULTS", "PATTERN_FAULTS", "Outcome", "RunOptions", "run", "worker_pids"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOP_LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
-FAULTS = ("restart-redis", "kill-worker", "pause-worker")
+PATTERN_FAULTS = (
+    "kill-orchestrator",
+    "pause-orchestrator",
+    "kill-relay",
+    "pause-relay",
+    "kill-consumer",
+)
+FAULTS = ("restart-redis", "kill-worker", "pause-worker", *PATTERN_FAULTS)
+# The shop's pattern workers: (name, role of ``python -m loadtests.workers``).
+SHOP_WORKERS = (
+    ("orchestrator-1", "orchestrate"),
+    ("orchestrator-2", "orchestrate"),
+    ("relay-1", "relay"),
+    ("relay-2", "relay"),
+    ("consumer-1", "consume"),
+    ("consumer-2", "consume"),
+)
 
 Echo = Callable[[str], None]
 
@@ -65,6 +86,7 @@ class RunOptions:
     redis: bool = False  # start a throwaway Redis for ``start`` even without restart-redis
     health: str = "/"  # path polled until a started service answers (any status below 500)
     processes: int = 1  # Locust processes (>1: a master and that many workers)
+    database: str | None = None  # the shop's database URL (default: a throwaway PostgreSQL)
 
     @property
     def shop(self) -> bool:
@@ -86,13 +108,29 @@ class RunOptions:
                 raise ValueError(
                     f"--fault {self.fault} needs processes the driver started: give --start"
                 )
+            if self.fault in PATTERN_FAULTS or self.database:
+                raise ValueError(
+                    "--database and the pattern faults are options of the built-in shop "
+                    "(its orchestrators, relays and consumers)"
+                )
             return
         if self.embedded and self.workers != 1:
             raise ValueError("--embedded keeps state in one process: use --workers 1")
         if self.embedded and self.fault is not None:
             raise ValueError("faults need a real Redis and several workers: drop --embedded")
+        if self.embedded and self.database:
+            raise ValueError("--embedded keeps its orders in a private SQLite file: no --database")
+        if self.database and not self.database.startswith(
+            ("postgresql://", "postgres://", "sqlite:///")
+        ):
+            raise ValueError("--database must be a postgresql:// or sqlite:/// URL")
         if self.fault in ("kill-worker", "pause-worker") and self.workers < 2:
             raise ValueError(f"--fault {self.fault} needs --workers 2 or more")
+
+    @property
+    def wants_workers(self) -> bool:
+        """The shop runs its sagas, relay and consumer as processes of their own."""
+        return self.shop and not self.embedded
 
     @property
     def wants_redis(self) -> bool:
@@ -192,21 +230,112 @@ def _redis(opts: RunOptions) -> Iterator[RedisServer | None]:
         server.close()
 
 
+@contextlib.contextmanager
+def _database(opts: RunOptions) -> Iterator[str | None]:
+    """The shop's database URL: ``--database``, or a throwaway PostgreSQL."""
+    if not opts.wants_workers:
+        yield None
+        return
+    if opts.database:
+        yield opts.database
+        return
+    server = PostgresServer()
+    try:
+        yield server.start().dsn
+    finally:
+        server.close()
+
+
 def _env(extra: dict[str, str]) -> dict[str, str]:
     path = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else "")}
-    for name in ("REDIS_URL", "SHOP_BROKEN"):
+    for name in ("REDIS_URL", "SHOP_BROKEN", "SHOP_DB", "SHOP_PATTERNS"):
         env.pop(name, None)
     env.update(extra)
     return env
 
 
+class _Workers:
+    """The shop's pattern workers (``python -m loadtests.workers``), one process group each;
+    logs in ``<out>/<name>.log`` (appended to across restarts)."""
+
+    def __init__(self, opts: RunOptions, redis_url: str, db_url: str, out: Path) -> None:
+        self.opts, self.redis_url, self.db_url, self.out = opts, redis_url, db_url, out
+        self.roles = dict(SHOP_WORKERS)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def setup(self) -> None:
+        """Create the shop's tables once, before anything uses them."""
+        subprocess.run(
+            [sys.executable, "-m", "loadtests.workers", "setup", "--db", self.db_url],
+            cwd=ROOT, env=_env({}), check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+
+    def log(self, name: str) -> Path:
+        return self.out / f"{name}.log"
+
+    def start(self, name: str) -> subprocess.Popen[bytes]:
+        args = [
+            sys.executable, "-m", "loadtests.workers", self.roles[name], "--name", name,
+            "--redis", self.redis_url, "--db", self.db_url,
+            "--lease-ms", str(int(self.opts.lease * 1000)),
+        ]  # fmt: skip
+        extra = {"SHOP_BROKEN": self.opts.broken} if self.opts.broken else {}
+        with self.log(name).open("ab") as log:
+            proc = subprocess.Popen(
+                args, cwd=ROOT, env=_env(extra), stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        self.procs[name] = proc
+        return proc
+
+    def start_all(self) -> None:
+        for name in self.roles:
+            self.start(name)
+
+    def wait_ready(self, names: list[str] | None = None, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        for name in names or list(self.roles):
+            proc = self.procs[name]
+            while b"ready" not in self.log(name).read_bytes():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = self.log(name).read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"{name} did not start:\n{tail}")
+                time.sleep(0.05)
+
+    def active_relay(self) -> str:
+        """The relay holding the outbox lease (as it last reported), else relay-1."""
+        import redis
+
+        from loadtests.workers import RELAY_ACTIVE
+
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=2)
+        try:
+            name: Any = client.get(RELAY_ACTIVE)
+        finally:
+            client.close()
+        text = name.decode() if isinstance(name, bytes) else ""
+        return text if text in self.procs else "relay-1"
+
+    def stop_all(self) -> None:
+        # All at once: stopped one by one, a standby would take over from each in turn.
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGCONT)
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            _kill_group(proc, grace=3.0)
+
+
 def _start_service(
-    opts: RunOptions, url: str | None, port: int, log: Path
+    opts: RunOptions, url: str | None, port: int, log: Path, db_url: str | None = None
 ) -> subprocess.Popen[bytes]:
     extra = {"PORT": str(port)}
     if url:
         extra["REDIS_URL"] = url
+    if db_url:
+        extra.update(SHOP_DB=db_url, SHOP_PATTERNS="external")
     if opts.shop:
         extra["SHOP_LEASE"] = str(opts.lease)
         if opts.broken:
@@ -267,10 +396,14 @@ class _Faults(threading.Thread):
     """Injects the fault at 40 % of the run; records what it did and when (epoch)."""
 
     def __init__(
-        self, opts: RunOptions, server: RedisServer | None, service: subprocess.Popen[bytes]
+        self,
+        opts: RunOptions,
+        server: RedisServer | None,
+        service: subprocess.Popen[bytes],
+        workers: _Workers | None = None,
     ) -> None:
         super().__init__(daemon=True, name="fault-injector")
-        self.opts, self.server, self.service = opts, server, service
+        self.opts, self.server, self.service, self.workers = opts, server, service, workers
         self.timeline: list[tuple[float, str]] = []
         self.error: BaseException | None = None
         self.cancel = threading.Event()
@@ -336,16 +469,92 @@ class _Faults(threading.Thread):
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
-            self.note(f"SIGCONT worker {pid}")
+            self.note(f"SIGCONT {self._paused_name} {pid}")
+
+    _paused_name = "worker"
+
+    # -- the shop's pattern workers, each stopped at its fault point ---------------------------
+
+    def _kill_orchestrator(self) -> None:
+        self._kill_at("orchestrator-1", "right after a charge ran, before the saga log knows")
+
+    def _pause_orchestrator(self) -> None:
+        self._pause_at("orchestrator-1", "right after a charge ran, before the saga log knows")
+
+    def _kill_relay(self) -> None:
+        self._kill_at(self._shop().active_relay(), "between publishing a batch and marking it")
+
+    def _pause_relay(self) -> None:
+        self._pause_at(self._shop().active_relay(), "between publishing a batch and marking it")
+
+    def _kill_consumer(self) -> None:
+        self._kill_at("consumer-1", "between applying an event and acknowledging it")
+
+    def _shop(self) -> _Workers:
+        if self.workers is None:
+            raise RuntimeError("pattern faults need the shop's worker processes")
+        return self.workers
+
+    def _kill_at(self, name: str, where: str) -> None:
+        workers = self._shop()
+        proc = workers.procs[name]
+        os.kill(proc.pid, signal.SIGUSR1)
+        try:
+            code = proc.wait(5.0)
+            self.note(f"kill -9 {name} ({proc.pid}) at its fault point, {where} (exit {code})")
+        except subprocess.TimeoutExpired:
+            _kill_group(proc, grace=0.0)
+            self.note(f"kill -9 {name} ({proc.pid}): no fault point reached in 5 s, killed as is")
+        if self.cancel.wait(1.0):
+            workers.start(name)
+            return
+        new = workers.start(name)
+        workers.wait_ready([name])
+        self.note(f"{name} restarted (pid {new.pid})")
+
+    def _pause_at(self, name: str, where: str) -> None:
+        proc = self._shop().procs[name]
+        pause = self.opts.lease + 1.5  # past the lease: another worker takes over meanwhile
+        os.kill(proc.pid, signal.SIGUSR2)
+        self._paused, self._paused_name = proc.pid, name
+        deadline = time.monotonic() + 5.0
+        while _state(proc.pid) != "T" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if _state(proc.pid) == "T":
+            self.note(f"SIGSTOP {name} ({proc.pid}) at its fault point, {where}, for {pause:.1f} s")
+        else:
+            os.kill(proc.pid, signal.SIGSTOP)
+            self.note(f"SIGSTOP {name} ({proc.pid}): no fault point reached in 5 s, stopped as is")
+        try:
+            self.cancel.wait(pause)
+        finally:
+            self.resume()
+
+
+def _state(pid: int) -> str:
+    """The process state letter from /proc (``T``: stopped), or '' when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 def _describe(opts: RunOptions, server: RedisServer | None, base: str) -> str:
     if opts.shop:
         where = "the embedded store" if opts.embedded else "a throwaway redis-server with AOF"
         broken = f", planted defect `SHOP_BROKEN={opts.broken}`" if opts.broken else ""
+        if opts.embedded:
+            patterns = "saga orchestrator, outbox relay and read-model consumer in the worker"
+        else:
+            db = "a throwaway PostgreSQL" if opts.database is None else f"`{opts.database}`"
+            patterns = (
+                f"orders and outbox in {db}; 2 saga orchestrators, 2 outbox relays and 2 "
+                "read-model consumers as processes of their own"
+            )
         service = (
             f"Service: the shop (`loadtests/service.py`) on uvicorn, {opts.workers} worker(s), "
-            f"{where}; middleware lease {opts.lease:g} s{broken}."
+            f"{where}; {patterns}; leases {opts.lease:g} s{broken}."
         )
     elif opts.start:
         redis = f", with a throwaway redis-server on :{server.port}" if server else ""
@@ -374,22 +583,30 @@ def run(opts: RunOptions, echo: Echo = print) -> Outcome:
     service: subprocess.Popen[bytes] | None = None
     locust: subprocess.Popen[bytes] | None = None
     faults: _Faults | None = None
+    workers: _Workers | None = None
     locust_exit: int | None = None
-    with _redis(opts) as server:
+    with _redis(opts) as server, _database(opts) as db_url:
         try:
             port = free_port()
             base = (opts.target or "http://127.0.0.1:{port}").format(port=port)
             description = _describe(opts, server, base)
             echo(description)
+            if db_url is not None:
+                assert server is not None
+                workers = _Workers(opts, server.url, db_url, out)
+                workers.setup()
+                workers.start_all()
             if opts.start is not None or opts.shop:
                 service = _start_service(
-                    opts, server.url if server else None, port, out / "service.log"
+                    opts, server.url if server else None, port, out / "service.log", db_url
                 )
                 _wait_ready(service, opts, base, out / "service.log")
+            if workers is not None:
+                workers.wait_ready()
             locust = _start_locust(opts, base, out)
             if opts.fault:
                 assert service is not None
-                faults = _Faults(opts, server, service)
+                faults = _Faults(opts, server, service, workers)
                 faults.start()
             try:
                 locust_exit = locust.wait(opts.duration + 60)
@@ -406,6 +623,8 @@ def run(opts: RunOptions, echo: Echo = print) -> Outcome:
             _kill_group(service)
             if faults is not None:
                 faults.resume()
+            if workers is not None:
+                workers.stop_all()
     result = _read_result(result_path, out / "locust.log")
     timeline = faults.timeline if faults else []
     t0 = float(result.get("started") or 0)
@@ -460,4 +679,6 @@ def command_line(opts: RunOptions) -> str:
     parts += ["--users", str(opts.users)]
     if opts.embedded:
         parts.append("--embedded")
+    if opts.database:
+        parts += ["--database", opts.database]
     return shlex.join(parts)

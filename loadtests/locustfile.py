@@ -10,10 +10,13 @@ same body after timeouts, 409, 429 and 503. Payments have a share of concurrent 
 of first attempts slowed past the client's patience (``x-simulate-latency-ms``) and
 abandoned, of late retries and of keys reused with a changed amount; orders race for two
 scarce products (now and then five buyers at the very same moment); counters are
-incremented by many clients at once. At the end the kit
-verifies every key's answers, and :func:`loadtests.verify.ledger_check` compares the shop's
-ledger (``GET /_ledger``) with what the clients were told. The exit status is non-zero on
-any violation.
+incremented by many clients at once. An order is a saga (reserve, charge, confirm); a share
+of cards is declined and a share of orders goes where no carrier ships, so sagas are
+compensated too. At the end the kit verifies every key's answers;
+:func:`loadtests.verify.patterns_check` waits for the sagas, the outbox relay and the read
+model to settle and checks them (``GET /_patterns``), and :func:`loadtests.verify.ledger_check`
+compares the shop's ledger (``GET /_ledger``) with what the clients were told. The exit
+status is non-zero on any violation.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import uuid
 from locust import between, task
 
 from integrations.locust import IdempotentUser, Mix, Plan, RetryPolicy, Route
-from loadtests.verify import ledger_check
+from loadtests.verify import ledger_check, patterns_check
 
 HOT = ["hot-1", "hot-2"]
 SKUS = [f"sku-{i}" for i in range(1, 6)]
@@ -43,7 +46,18 @@ def order(product: str | None = None) -> dict[str, object]:
     if product is None:
         product = random.choice(HOT) if random.random() < 0.5 else random.choice(SKUS)
     qty = random.randint(1, 2)
-    return {"order_id": f"order-{uuid.uuid4().hex}", "product": product, "qty": qty}
+    body: dict[str, object] = {
+        "order_id": f"order-{uuid.uuid4().hex}",
+        "product": product,
+        "qty": qty,
+        "amount": qty * random.randint(500, 5_000),
+    }
+    luck = random.random()
+    if luck < 0.05:
+        body["card"] = "declined"  # the charge fails: the reservation is released
+    elif luck < 0.10:
+        body["ship_to"] = "atlantis"  # the confirmation fails: refunded, then released
+    return body
 
 
 def counter() -> dict[str, object]:
@@ -57,7 +71,7 @@ def increment() -> dict[str, object]:
 class ShopUser(IdempotentUser):
     wait_time = between(0.01, 0.1)
     retry = RetryPolicy(timeout=TIMEOUT, max_attempts=12, max_seconds=12.0)
-    server_checks = [ledger_check]
+    server_checks = [patterns_check, ledger_check]
     routes = [
         Route(
             "POST",

@@ -44,6 +44,7 @@ import redis.asyncio as aioredis
 
 from idemkit.errors import (
     LeaseLostError,
+    LockNotHeldError,
     LockTimeoutError,
     StaleTokenError,
     StoreUnavailableError,
@@ -240,6 +241,29 @@ class SagaOrchestrator:
         assert outcome is not None  # a started saga always has a record
         return outcome
 
+    async def start(
+        self, saga: Saga | str, saga_id: str, data: Any = None, *, wait: float = 0.0
+    ) -> SagaOutcome:
+        """Log saga ``saga_id`` with ``data`` and leave it unfinished, without running a step:
+        :meth:`recover` (or :meth:`resume`) in any orchestrator process drives it. For a
+        service that answers "accepted" and lets orchestrator processes do the work.
+
+        Idempotent like :meth:`run`: an existing saga with the same input returns where it
+        stands; other input raises :class:`SagaConflictError`. Raises
+        :class:`SagaBusyError` when another process holds the saga's lease for longer than
+        ``wait`` seconds before it was ever logged (a concurrent start).
+        """
+        definition = self._saga(saga if isinstance(saga, str) else saga.name)
+        check_name(saga_id, "saga id")
+        existing = await self.log.peek(saga_id)
+        if existing is not None:
+            # No lease needed to read it: a logged saga's name and input never change.
+            self._check_same(existing, definition, data)
+            return SagaOutcome.of(existing)
+        outcome = await self._drive(saga_id, definition, data, wait=wait, start=True, drive=False)
+        assert outcome is not None  # a started saga always has a record
+        return outcome
+
     async def resume(self, saga_id: str, *, wait: float = 0.0) -> SagaOutcome | None:
         """Drive an existing saga on from its log; None if there is no such saga."""
         return await self._drive(saga_id, None, None, wait=wait, start=False)
@@ -298,12 +322,16 @@ class SagaOrchestrator:
         wait: float,
         start: bool,
         unpark: bool = False,
+        drive: bool = True,
     ) -> SagaOutcome | None:
         if not start:
             existing = await self.log.peek(saga_id)
-            if existing is None:
-                return None
-            if existing.status in FINISHED or (existing.status == "parked" and not unpark):
+            # No record: unknown, or indexed by a starter that died before logging it. The
+            # latter must leave the unfinished index (below, under the lease), or recovery
+            # would retry it forever.
+            if existing is not None and (
+                existing.status in FINISHED or (existing.status == "parked" and not unpark)
+            ):
                 return SagaOutcome.of(existing)
         lock = FencedLock(self.client, f"saga:{saga_id}", lease_ms=self.lease_ms, watchdog=True)
         try:
@@ -323,12 +351,10 @@ class SagaOrchestrator:
                 await self.log.track(saga_id)
                 record = SagaRecord(saga_id, definition.name, data)
                 await self.log.save(record, token)
-            elif definition is not None and (
-                record.name != definition.name or _canonical(record.data) != _canonical(data)
-            ):
-                raise SagaConflictError(
-                    f"saga id {saga_id!r} was already started with other input; use a new id"
-                )
+            elif definition is not None:
+                self._check_same(record, definition, data)
+            if not drive:
+                return SagaOutcome.of(record)
             if unpark and record.status == "parked":
                 record = record.but(status="compensating", parked_step=None)
                 await self.log.save(record, token)
@@ -342,9 +368,18 @@ class SagaOrchestrator:
                 token=exc.token,
             ) from exc
         finally:
-            if lock.held or lock.lost:
-                with contextlib.suppress(LeaseLostError, StoreUnavailableError):
-                    await lock.release()
+            # Always, not only while held: a lease that ran out locally (renewals failing in
+            # an outage) is neither held nor lost, yet its watchdog renews it again once Redis
+            # answers, and would keep a saga nobody drives from every other orchestrator.
+            with contextlib.suppress(LeaseLostError, LockNotHeldError, StoreUnavailableError):
+                await lock.release()
+
+    @staticmethod
+    def _check_same(record: SagaRecord, definition: Saga, data: Any) -> None:
+        if record.name != definition.name or _canonical(record.data) != _canonical(data):
+            raise SagaConflictError(
+                f"saga id {record.saga_id!r} was already started with other input; use a new id"
+            )
 
     async def _call(
         self, saga: Saga, record: SagaRecord, step: Step, kind: StepKind, lock: FencedLock

@@ -1,4 +1,5 @@
-"""``make demo`` runs and tells the truth: one charge per payment, replays, 409 and 422."""
+"""``make demo`` runs and tells the truth: one charge per payment, replays, 409 and 422,
+orders as sagas (created, out of stock, compensated), and a read model that agrees."""
 
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ async def test_client_demo_on_the_embedded_store() -> None:
     assert "422 key reused" in text
     assert "'201 executed': 1" in text
     assert "charged 2x" not in text and text.count("charged 1x (once)") == 2
+    assert "'created': 3, 'out_of_stock': 5" in text
+    assert "outcome: 200 cancelled" in text
+    assert "['reserved', 'charged', 'refunded', 'released']" in text
+    assert "sagas: 9 orders: 3 completed, 6 compensated" in text
+    assert "units sold of hot-" in text and ": 3 (a plain (embedded store) counter)" in text
     assert "verification: PASS" in text
 
 
@@ -37,6 +43,7 @@ async def test_client_demo_on_real_redis(redis_url: str) -> None:
         assert await run_client_demo(client, lines)
         # A second run against the same server must not see the first run's charges.
         assert await run_client_demo(client, lines)
+        assert "3 (a CRDT counter)" in "\n".join(lines)
     finally:
         await client.aclose()
 

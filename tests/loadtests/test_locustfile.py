@@ -22,10 +22,13 @@ def test_plain_locust_against_a_healthy_shop_exits_zero(redis_url: str, tmp_path
     report = tmp_path / "report.md"
     app = "loadtests.service:app_factory"
     args = ("--factory", "--workers", "2")
-    with serve(app, *args, log=tmp_path / "shop.log", REDIS_URL=redis_url) as base:
+    # Two workers share one database (each runs its saga orchestrator, relay and consumer).
+    db = f"sqlite:///{tmp_path}/shop.db"
+    with serve(app, *args, log=tmp_path / "shop.log", REDIS_URL=redis_url, SHOP_DB=db) as base:
         run = run_locust(LOCUSTFILE, base, "--idem-report", str(report), seconds=6, users=10)
     assert run.returncode == 0, run.stdout[-4000:]
     assert "idempotency verification: PASS" in run.stdout
+    assert "sagas: " in run.stdout and "read model: " in run.stdout  # both hooks ran
     text = report.read_text()
     aggregated = next(line for line in text.splitlines() if "| Aggregated |" in line)
     cells = [c.strip() for c in aggregated.strip("|").split("|")]

@@ -92,7 +92,6 @@ def test_lost_and_duplicated_effects_are_caught() -> None:
         "increment-applied-twice": 1,
         "lost-increment": 1,
         "counter-mismatch": 1,
-        "sales-counter": 1,
     }
     assert "1 handler re-runs" in result.checks["orders"]
     assert "1 reservations left without an order" in result.checks["inventory"]
@@ -104,11 +103,14 @@ def test_kit_acknowledgements_become_shop_acks() -> None:
             Ack("POST /payments", "/payments", 201, {"payment_id": "p1", "amount": 5}, {}),
             Ack("POST /orders", "/orders", 201, {"order_id": "o1"}, {"status": "created"}),
             Ack("POST /orders", "/orders", 200, {"order_id": "o2"}, {"status": "out_of_stock"}),
+            Ack("POST /orders", "/orders", 202, {"order_id": "o3"}, {"status": "pending"}),
             Ack("x", "/counters/likes/increment", 200, {"id": "i1"}, {"value": 3}),
             Ack("GET /other", "/other", 200, None, None),
         ]
     )
-    assert acks == Acks(payments={"p1"}, orders={"o1"}, increments={"likes/i1"})
+    assert acks == Acks(
+        payments={"p1"}, orders={"o1"}, increments={"likes/i1"}, accepted={"o1", "o2", "o3"}
+    )
 
 
 def test_the_ledger_hook_reads_the_running_shop(redis_url: str, tmp_path: Path) -> None:
