@@ -19,11 +19,13 @@ handle, between tasks, threads or processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar
@@ -205,6 +207,8 @@ class _Handle(Generic[StoreT, EventT]):
         if self._lost is not None:
             raise LeaseLostError(str(self._lost), token=self._token)
         if time.monotonic() >= self._valid_until:
+            # A watchdog renewal answered after this moment does not bring the grant back
+            # (see _renewal_answered), so every caller is told the same thing.
             raise LeaseLostError(
                 f"the lease on {self._what} {self.name!r} (token {self._token}) ran out without "
                 "renewal; another holder may have a newer token",
@@ -213,10 +217,16 @@ class _Handle(Generic[StoreT, EventT]):
 
     def _begin_acquire(self) -> str:
         if self._token is not None:
-            raise LockUsageError(
-                f"this handle already holds {self._what} {self.name!r}; locks are not "
-                "reentrant: use one handle per task or thread"
-            )
+            if self.held:
+                raise LockUsageError(
+                    f"this handle already holds {self._what} {self.name!r}; locks are not "
+                    "reentrant: use one handle per task or thread"
+                )
+            # The previous grant was lost or ran out: give it back if it still stands (it
+            # cannot hurt: a newer holder's token makes the release a no-op) and start afresh.
+            self._stop_watchdog()
+            token, key, _ = self._cleared()
+            self._give_back_dead(key, token)
         # A failed attempt (client timeout) leaves its owner id behind so the retry is
         # idempotent: if the first attempt was granted after all, the claim returns its token.
         if self._owner is None:
@@ -270,6 +280,27 @@ class _Handle(Generic[StoreT, EventT]):
         if deadline is not None:
             wait = min(wait, deadline - time.monotonic())
         return max(wait, 0.0)
+
+    def _renewal_answered(self, token: int, sent: float, ok: bool) -> bool:
+        """Apply a watchdog renewal's answer; False when the watchdog must stop."""
+        if self._token != token or self._lost is not None:
+            return False
+        if ok and time.monotonic() >= self._valid_until:
+            ok = False  # confirmed too late: the holder may already have been told it is gone
+        if not ok:
+            self._mark_lost(
+                f"{self._what} {self.name!r} was lost (token {token}): the watchdog could "
+                "not renew the lease in time"
+            )
+            return False
+        self._set_valid(sent, self.lease_ms)
+        return True
+
+    def _give_back_dead(self, key: str, token: int) -> None:
+        raise NotImplementedError
+
+    def _stop_watchdog(self) -> None:
+        raise NotImplementedError
 
     def _mark_lost(self, reason: str) -> LeaseLostError:
         error = LeaseLostError(reason, token=self._token)
@@ -405,7 +436,7 @@ class FencedLock(_Handle[LeaseStore, asyncio.Event]):
                 if claim.outcome == CLAIMED:
                     token = self._granted(claim, sent)
                     if self.watchdog:
-                        self._watchdog = loop.create_task(self._renew_loop())
+                        self._watchdog = loop.create_task(_watch(weakref.ref(self), token))
                     return token
                 if deadline is not None and time.monotonic() >= deadline:
                     raise self._timed_out(timeout if blocking else None)
@@ -550,30 +581,28 @@ class FencedLock(_Handle[LeaseStore, asyncio.Event]):
             )
         self._set_valid(sent, lease)
 
-    async def _renew_loop(self) -> None:
-        interval = self.lease_ms / 3000
-        while self._token is not None and self._lost is None:
-            await asyncio.sleep(interval)
-            token = self._token
-            if token is None:
-                return
-            sent = time.monotonic()
-            try:
-                ok = await self._store.renew(self.keys[self._slot], token, self.lease_ms)
-            except StoreUnavailableError as exc:
-                if time.monotonic() < self._valid_until:
-                    log.warning("idemkit: lock renewal failed, will retry: %s", exc)
-                    continue
-                ok = False
-            if self._token != token:
-                return
-            if not ok:
-                self._mark_lost(
-                    f"{self._what} {self.name!r} was lost (token {token}): the watchdog could "
-                    "not renew the lease"
-                )
-                return
-            self._set_valid(sent, self.lease_ms)
+    async def _renew_once(self, token: int) -> bool:
+        """One watchdog renewal; False when the watchdog must stop."""
+        if self._token != token or self._lost is not None:
+            return False
+        sent = time.monotonic()
+        try:
+            ok = await self._store.renew(self.keys[self._slot], token, self.lease_ms)
+        except StoreUnavailableError as exc:
+            if time.monotonic() < self._valid_until:
+                log.warning("idemkit: lock renewal failed, will retry: %s", exc)
+                return True
+            ok = False
+        return self._renewal_answered(token, sent, ok)
+
+    def _give_back_dead(self, key: str, token: int) -> None:
+        self._spawn(self._release_quietly(key, token))
+
+    async def _release_quietly(self, key: str, token: int) -> None:
+        with contextlib.suppress(StoreUnavailableError):  # the lease ends on its own
+            await self._store.release_and_signal(
+                key, token, self.signal_key, signal_cap=self._slots
+            )
 
     def _stop_watchdog(self) -> None:
         if self._watchdog is not None:
@@ -731,33 +760,30 @@ class SyncFencedLock(_Handle[SyncLeaseStore, threading.Event]):
     def _start_watchdog(self, token: int) -> None:
         self._stop = threading.Event()
         self._watchdog = threading.Thread(
-            target=self._renew_loop,
-            args=(token, self._stop),
+            target=_watch_sync,
+            args=(weakref.ref(self), token, self._stop, self.lease_ms / 3000),
             name=f"idemkit-lock-watchdog:{self.name}",
             daemon=True,
         )
         self._watchdog.start()
 
-    def _renew_loop(self, token: int, stop: threading.Event) -> None:
-        interval = self.lease_ms / 3000
-        while not stop.wait(interval):
-            sent = time.monotonic()
-            try:
-                ok = self._store.renew(self.keys[self._slot], token, self.lease_ms)
-            except StoreUnavailableError as exc:
-                if time.monotonic() < self._valid_until:
-                    log.warning("idemkit: lock renewal failed, will retry: %s", exc)
-                    continue
-                ok = False
-            if stop.is_set() or self._token != token:
-                return
-            if not ok:
-                self._mark_lost(
-                    f"{self._what} {self.name!r} was lost (token {token}): the watchdog could "
-                    "not renew the lease"
-                )
-                return
-            self._set_valid(sent, self.lease_ms)
+    def _renew_once(self, token: int, stop: threading.Event) -> bool:
+        """One watchdog renewal; False when the watchdog must stop."""
+        sent = time.monotonic()
+        try:
+            ok = self._store.renew(self.keys[self._slot], token, self.lease_ms)
+        except StoreUnavailableError as exc:
+            if time.monotonic() < self._valid_until:
+                log.warning("idemkit: lock renewal failed, will retry: %s", exc)
+                return True
+            ok = False
+        if stop.is_set():
+            return False
+        return self._renewal_answered(token, sent, ok)
+
+    def _give_back_dead(self, key: str, token: int) -> None:
+        with contextlib.suppress(StoreUnavailableError):  # the lease ends on its own
+            self._store.release_and_signal(key, token, self.signal_key, signal_cap=self._slots)
 
     def _stop_watchdog(self) -> None:
         self._stop.set()
@@ -791,3 +817,30 @@ class SyncFencedLock(_Handle[SyncLeaseStore, threading.Event]):
             if exc is None:
                 raise
             log.warning("idemkit: %s %r was lost while the block raised", self._what, self.name)
+
+
+async def _watch(ref: weakref.ref[FencedLock], token: int) -> None:
+    """Renew a held lock every third of its lease. Holds its handle only while renewing, so a
+    handle dropped without ``release()`` stops being renewed and its lease runs out."""
+    handle = ref()
+    if handle is None:
+        return
+    interval = handle.lease_ms / 3000
+    del handle
+    while True:
+        await asyncio.sleep(interval)
+        handle = ref()
+        if handle is None or not await handle._renew_once(token):
+            return
+        del handle
+
+
+def _watch_sync(
+    ref: weakref.ref[SyncFencedLock], token: int, stop: threading.Event, interval: float
+) -> None:
+    """The blocking twin of :func:`_watch`, on a daemon thread."""
+    while not stop.wait(interval):
+        handle = ref()
+        if handle is None or not handle._renew_once(token, stop):
+            return
+        del handle
