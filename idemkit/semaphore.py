@@ -50,6 +50,9 @@ class FencedSemaphore(FencedLock):
         poll_interval: float = 1.0,
         prefix: str | None = None,
         time_floor: bool = True,
+        replicas: int = 0,
+        replica_timeout_ms: int = 100,
+        replica_aof: bool = False,
     ) -> None:
         super().__init__(
             client,
@@ -61,6 +64,9 @@ class FencedSemaphore(FencedLock):
             poll_interval=poll_interval,
             prefix=prefix,
             time_floor=time_floor,
+            replicas=replicas,
+            replica_timeout_ms=replica_timeout_ms,
+            replica_aof=replica_aof,
             _slots=_check_limit(limit),
         )
         self.limit = limit
@@ -91,6 +97,9 @@ class SyncFencedSemaphore(SyncFencedLock):
         poll_interval: float = 1.0,
         prefix: str | None = None,
         time_floor: bool = True,
+        replicas: int = 0,
+        replica_timeout_ms: int = 100,
+        replica_aof: bool = False,
     ) -> None:
         super().__init__(
             client,
@@ -102,6 +111,9 @@ class SyncFencedSemaphore(SyncFencedLock):
             poll_interval=poll_interval,
             prefix=prefix,
             time_floor=time_floor,
+            replicas=replicas,
+            replica_timeout_ms=replica_timeout_ms,
+            replica_aof=replica_aof,
             _slots=_check_limit(limit),
         )
         self.limit = limit

@@ -48,6 +48,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     if _SINGLE_SERVER_FIXTURES.intersection(metafunc.fixturenames):
         return
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0] if marker.args else marker.kwargs.get("argnames", "")
+        if "topology" in (names.split(",") if isinstance(names, str) else names):
+            return  # the test chose its topologies itself
     chosen = metafunc.config.getoption("--topology")
     if chosen == "all" or (
         chosen is None and metafunc.definition.get_closest_marker("topologies") is not None
