@@ -252,6 +252,10 @@ class _Batcher:
                 _fail(batch[answered:], exc)
                 raise
 
+    async def aclose(self) -> None:
+        """Close the dedicated connection (the next command opens another)."""
+        await self._drop(self._conn)
+
     async def _drop(self, conn: AbstractConnection | None) -> None:
         self._conn = None
         if conn is None:
@@ -314,9 +318,6 @@ class _NodePipeline(_Batcher):
     async def _release(self, conn: AbstractConnection) -> None:
         self.node.release(conn)  # type: ignore[arg-type]
 
-    async def close(self) -> None:
-        await self._drop(self._conn)
-
 
 class ClusterAutoPipeline:
     """Auto-pipelining on ``redis.asyncio.RedisCluster``: a batcher per primary, commands
@@ -333,7 +334,7 @@ class ClusterAutoPipeline:
         self._max_batch = max_batch
         self._ack = ack
         self._pipes: dict[str, _NodePipeline] = {}
-        self._closing: set[asyncio.Task[None]] = set()
+        self._retired: list[_NodePipeline] = []
 
     async def execute(self, *args: Any, route: Any) -> Any:
         reply = (await self.run((args,), route=route))[0]
@@ -368,15 +369,25 @@ class ClusterAutoPipeline:
         pipe = self._pipes.get(node.name)
         if pipe is None or pipe.node is not node:
             if pipe is not None:
-                # The node left the slot map and came back as a new object (restarted):
-                # its old connection belongs to the old object.
-                task = asyncio.get_running_loop().create_task(pipe.close())
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+                # The node left the slot map and came back as a new object (restarted): the
+                # old batcher's connection belongs to the old object; aclose() closes it.
+                self._retired.append(pipe)
             pipe = self._pipes[node.name] = _NodePipeline(
                 node, max_batch=self._max_batch, ack=self._ack
             )
         return pipe
+
+    async def aclose(self) -> None:
+        """Close the batchers' connections, and every connection of the nodes they served:
+        a node that left the slot map (a dead primary) is no longer closed by the client's
+        own ``aclose()``."""
+        pipes = [*self._pipes.values(), *self._retired]
+        self._pipes.clear()
+        self._retired.clear()
+        for pipe in pipes:
+            await pipe.aclose()
+            with contextlib.suppress(Exception):
+                await pipe.node.disconnect()
 
 
 def _as_redis_error(exc: BaseException) -> RedisError:
@@ -449,7 +460,9 @@ class PipelinedLeaseStore(LeaseStore):
     Only how scripts are run changes (:meth:`LeaseStore._script`), so every operation of the
     store (and its error mapping to ``StoreUnavailableError``) stays the one defined in
     ``idemkit/lease.py``. ``replicas``, ``replica_timeout_ms`` and ``replica_aof`` are the
-    lease store's (see :mod:`idemkit.replication`).
+    lease store's (see :mod:`idemkit.replication`); the scripts that wait for replicas get a
+    pipeline (and connection) of their own, because ``WAIT`` holds its connection until the
+    replicas answer: claims and replays never queue behind it.
     """
 
     def __init__(
@@ -464,11 +477,8 @@ class PipelinedLeaseStore(LeaseStore):
     ) -> None:
         # Before super(): it registers the scripts.
         ack = replica_ack(replicas, replica_timeout_ms, replica_aof)
-        self._pipe: AutoPipeline | ClusterAutoPipeline
-        if isinstance(client, aioredis.RedisCluster):
-            self._pipe = ClusterAutoPipeline(client, ack=ack)
-        else:
-            self._pipe = AutoPipeline(client, ack=ack)
+        self._pipe = _pipeline_for(client, None)
+        self._durable_pipe = self._pipe if ack is None else _pipeline_for(client, ack)
         super().__init__(
             client,
             prefix=prefix,
@@ -478,5 +488,21 @@ class PipelinedLeaseStore(LeaseStore):
             replica_aof=replica_aof,
         )
 
+    async def aclose(self) -> None:
+        """Close the pipelines' dedicated connections (the client's ``aclose()`` closes its
+        pool; on a Cluster, nodes that left the slot map are closed only here)."""
+        await self._pipe.aclose()
+        if self._durable_pipe is not self._pipe:
+            await self._durable_pipe.aclose()
+
     def _script(self, source: str, ack: ReplicaAck | None = None) -> PipelinedScript:
-        return PipelinedScript(self.client.register_script(source), self._pipe, ack)
+        pipe = self._pipe if ack is None else self._durable_pipe
+        return PipelinedScript(self.client.register_script(source), pipe, ack)
+
+
+def _pipeline_for(
+    client: aioredis.Redis | aioredis.RedisCluster, ack: ReplicaAck | None
+) -> AutoPipeline | ClusterAutoPipeline:
+    if isinstance(client, aioredis.RedisCluster):
+        return ClusterAutoPipeline(client, ack=ack)
+    return AutoPipeline(client, ack=ack)
