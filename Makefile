@@ -52,7 +52,7 @@ postgres:
 		exit 1; \
 	fi
 
-## bench: all benchmarks; writes docs/BENCHMARKS.md.
+## bench: all benchmarks; writes docs/BENCHMARKS.md (`$(PY) -m bench failover` for one).
 bench: $(STAMP) redis-server
 	$(PY) -m bench
 
@@ -60,9 +60,11 @@ bench: $(STAMP) redis-server
 loadtest: $(STAMP) redis-server
 	$(PY) -m loadtests run --duration 20s $(if $(FAULT),--fault $(FAULT),)
 
-## soak: the long versions of the fault and load tests.
+## soak: the long versions of the fault and load tests (the failover matrix among them), then
+## the idempotency and lock suites on every topology (single Redis, Cluster, Sentinel).
 soak: $(STAMP) redis-server
 	$(VENV)/bin/pytest -q -p no:cacheprovider --soak -m soak
+	$(VENV)/bin/pytest -q -p no:cacheprovider --topology=all tests/idemkit tests/locks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
