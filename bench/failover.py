@@ -84,6 +84,7 @@ LOCKS = 10
 LOCK_LEASE_MS = 5_000
 LAG_S = 0.3
 MAX_REQUESTS = 2_000  # per HTTP client and run: a bound besides the time
+COST_ROUNDS = 5
 
 _key: contextvars.ContextVar[str | None] = contextvars.ContextVar("failover_key", default=None)
 
@@ -515,7 +516,9 @@ async def _cycles(store: LeaseStore, seconds: float, tasks: int) -> tuple[list[f
     return latencies, unconfirmed, time.monotonic() - started
 
 
-async def measure_costs(topology: str, rounds: int = 3, seconds: float = 1.0) -> list[Cost]:
+async def measure_costs(
+    topology: str, rounds: int = COST_ROUNDS, seconds: float = 1.0
+) -> list[Cost]:
     """The four variants (auto-pipelined or not, WAIT or not) on one deployment, taking
     turns for ``rounds`` rounds so background load hits all alike; medians of the rounds."""
     samples: dict[tuple[bool, int], list[tuple[float, float, float, int]]] = {}
@@ -571,7 +574,7 @@ def _row(outcomes: list[Outcome]) -> str:
     failover = statistics.median(o.failover_s for o in outcomes)
     other = sum(n for st, n in statuses.items() if st not in (201, 503, 409))
     return (
-        f"| {s.topology} | {'lagging 0.3 s' if s.lag else 'in sync'} | "
+        f"| {s.topology} | {'cut off 0.3 s' if s.lag else 'in sync'} | "
         f"{'WAIT 1' if s.replicas else 'off'}{'' if s.time_floor else ', no time floor'} | "
         f"{failover:.1f} s | {requests:,} | {statuses[503]:,} | {statuses[409]:,} | {other} | "
         f"{total(lambda o: o.executed):,} | {total(lambda o: o.acked_lost)} | "
@@ -650,9 +653,11 @@ def _markdown(runs: int, rows: list[str], cost_rows: list[str]) -> str:
             " 500`); 16 HTTP clients send fresh keys through the middleware (lease 2 s,"
             " `store_timeout` 0.5 s) for about 1 s around the failover, and 10 fenced locks"
             " whose records live on the primary are taken; then that primary is SIGKILLed."
-            " *Lagging*: its replica was stopped (SIGSTOP) for the 0.3 s before the kill, so"
-            " it misses what the primary acknowledged then. After the promotion a contender"
-            " tries each lock, and every key that was answered is retried after its lease.",
+            " *Replica cut off*: 0.3 s before the kill the replica was stopped and its"
+            " replication link closed, so it misses what the primary acknowledged in those"
+            " 0.3 s, as a replica that far behind would. After the promotion a contender"
+            " tries each lock; the killed server is restarted as the new primary's replica;"
+            " every key that was answered is retried once its lease is over.",
             "",
             "Columns: *requests* sent during the load, answered *503* (store unavailable:"
             " retry) or *409* (in flight); *other* = any other status than 201/503/409 (a"
@@ -664,7 +669,9 @@ def _markdown(runs: int, rows: list[str], cost_rows: list[str]) -> str:
             " *two holders* = contenders that got a lock its first holder still believed"
             " it held; *regressions* = contender tokens not above the first holder's;"
             " *stale accepted* = the first holder's fenced write accepted after the"
-            " contender's (fence on a separate Redis).",
+            " contender's (fence on a separate Redis). *requests* is not a throughput"
+            " comparison: with WAIT, requests to the promoted primary wait 100 ms and are"
+            " answered `store_failed` until its replica is back.",
             "",
             "| topology | replica | replicas option | failover | requests | 503 | 409 | other "
             "| executed | acked lost | 2xx lost | grants | two holders | regressions "
@@ -681,7 +688,7 @@ def _markdown(runs: int, rows: list[str], cost_rows: list[str]) -> str:
             f" `replicas=1, replica_timeout_ms={REPLICA_TIMEOUT_MS}` a completion is followed"
             " by `WAIT 1 100` on the same connection, once per batch when pipelined. Latency"
             " is one cycle (two round trips). The four variants take turns on one deployment,"
-            " 3 rounds; medians (unconfirmed: summed).",
+            f" {COST_ROUNDS} rounds; medians (unconfirmed: summed).",
             "",
             "| topology | store | cycles/s, off | cycles/s, WAIT 1 | ratio | p50 / p99 ms, off "
             "| p50 / p99 ms, WAIT 1 | unconfirmed |",
