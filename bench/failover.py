@@ -488,6 +488,7 @@ class Cost:
     cycles_per_s: float
     p50_ms: float
     p99_ms: float
+    alone_p50_ms: float  # one cycle of a lone client: what the wait adds to a request
     unconfirmed: int  # completions no replica confirmed within the timeout (applied anyway)
 
 
@@ -517,11 +518,11 @@ async def _cycles(store: LeaseStore, seconds: float, tasks: int) -> tuple[list[f
 
 
 async def measure_costs(
-    topology: str, rounds: int = COST_ROUNDS, seconds: float = 1.0
+    topology: str, rounds: int = COST_ROUNDS, seconds: float = 2.0
 ) -> list[Cost]:
     """The four variants (auto-pipelined or not, WAIT or not) on one deployment, taking
     turns for ``rounds`` rounds so background load hits all alike; medians of the rounds."""
-    samples: dict[tuple[bool, int], list[tuple[float, float, float, int]]] = {}
+    samples: dict[tuple[bool, int], list[tuple[float, float, float, float, int]]] = {}
     with Deployment(topology) as deployment:
         client = deployment.client()
         try:
@@ -533,6 +534,7 @@ async def measure_costs(
                             client, replicas=replicas, replica_timeout_ms=REPLICA_TIMEOUT_MS
                         )
                         await _cycles(store, 0.2, 8)  # scripts loaded on every node
+                        alone, _, _ = await _cycles(store, 0.5, 1)
                         latencies, unconfirmed, elapsed = await _cycles(store, seconds, 64)
                         if isinstance(store, PipelinedLeaseStore):
                             await store.aclose()
@@ -542,6 +544,7 @@ async def measure_costs(
                                 len(latencies) / elapsed,
                                 statistics.median(latencies) * 1000,
                                 latencies[int(len(latencies) * 0.99) - 1] * 1000,
+                                statistics.median(alone) * 1000,
                                 unconfirmed,
                             )
                         )
@@ -555,7 +558,8 @@ async def measure_costs(
             cycles_per_s=statistics.median(s[0] for s in runs),
             p50_ms=statistics.median(s[1] for s in runs),
             p99_ms=statistics.median(s[2] for s in runs),
-            unconfirmed=sum(s[3] for s in runs),
+            alone_p50_ms=statistics.median(s[3] for s in runs),
+            unconfirmed=sum(s[4] for s in runs),
         )
         for (pipelined, replicas), runs in samples.items()
     ]
@@ -633,7 +637,8 @@ def main(argv: list[str]) -> None:
                 f"| {topology} | {store} | {base.cycles_per_s:,.0f} | "
                 f"{waited.cycles_per_s:,.0f} | {waited.cycles_per_s / base.cycles_per_s:.2f}x | "
                 f"{base.p50_ms:.2f} / {base.p99_ms:.2f} | "
-                f"{waited.p50_ms:.2f} / {waited.p99_ms:.2f} | {waited.unconfirmed:,} |"
+                f"{waited.p50_ms:.2f} / {waited.p99_ms:.2f} | "
+                f"{base.alone_p50_ms:.2f} / {waited.alone_p50_ms:.2f} | {waited.unconfirmed:,} |"
             )
     markdown = _markdown(runs, rows, cost_rows)
     write_section("failover", markdown)
@@ -682,17 +687,19 @@ def _markdown(runs: int, rows: list[str], cost_rows: list[str]) -> str:
             "",
             "### The option's cost (no failover)",
             "",
-            "64 concurrent tasks run claim + complete cycles for 1 s through the store the"
+            "64 concurrent tasks run claim + complete cycles for 2 s through the store the"
             " middleware uses (auto-pipelined: on a Cluster one batcher per primary) and"
             " through the plain `LeaseStore` (one redis-py call per operation); with"
             f" `replicas=1, replica_timeout_ms={REPLICA_TIMEOUT_MS}` a completion is followed"
             " by `WAIT 1 100` on the same connection, once per batch when pipelined. Latency"
-            " is one cycle (two round trips). The four variants take turns on one deployment,"
-            f" {COST_ROUNDS} rounds; medians (unconfirmed: summed).",
+            " is one cycle (two round trips); *alone* is the median cycle of one client by"
+            " itself for 0.5 s, what the wait adds to one request. The four variants take"
+            f" turns on one deployment, {COST_ROUNDS} rounds; medians (unconfirmed: summed)."
+            " The machine is shared: differences of 10-20 % in cycles/s are noise.",
             "",
             "| topology | store | cycles/s, off | cycles/s, WAIT 1 | ratio | p50 / p99 ms, off "
-            "| p50 / p99 ms, WAIT 1 | unconfirmed |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| p50 / p99 ms, WAIT 1 | alone p50 ms, off / WAIT 1 | unconfirmed |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
             *cost_rows,
             "",
             "*unconfirmed*: completions with WAIT 1 whose replica did not answer within 100 ms"
