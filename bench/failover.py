@@ -84,7 +84,7 @@ LOCKS = 10
 LOCK_LEASE_MS = 5_000
 LAG_S = 0.3
 MAX_REQUESTS = 2_000  # per HTTP client and run: a bound besides the time
-COST_ROUNDS = 5
+COST_SLICES = 20
 
 _key: contextvars.ContextVar[str | None] = contextvars.ContextVar("failover_key", default=None)
 
@@ -492,77 +492,80 @@ class Cost:
     unconfirmed: int  # completions no replica confirmed within the timeout (applied anyway)
 
 
-async def _cycles(store: LeaseStore, seconds: float, tasks: int) -> tuple[list[float], int, float]:
-    """Claim + complete cycles of ``tasks`` concurrent tasks for ``seconds``: latencies,
-    completions no replica confirmed in time, elapsed seconds."""
-    latencies: list[float] = []
-    unconfirmed = 0
+async def _cycles(
+    store: LeaseStore, seconds: float, tasks: int, into: list[float]
+) -> tuple[int, int]:
+    """Claim + complete cycles of ``tasks`` concurrent tasks for ``seconds``; latencies are
+    appended to ``into``. Returns (cycles, completions no replica confirmed in time)."""
+    unconfirmed = cycles = 0
     deadline = time.monotonic() + seconds
-    counter = iter(range(100_000_000))
 
     async def worker() -> None:
-        nonlocal unconfirmed
+        nonlocal unconfirmed, cycles
         while time.monotonic() < deadline:
-            key = store.record_key(f"cost-{next(counter)}")
+            key = store.record_key(f"cost-{next(_counter)}")
             started = time.monotonic()
             claim = await store.claim(key, b"fp", 5_000, 60_000)
             try:
                 await store.complete(key, claim.token, b"result", 60_000)
             except ReplicationTimeoutError:
                 unconfirmed += 1
-            latencies.append(time.monotonic() - started)
+            into.append(time.monotonic() - started)
+            cycles += 1
 
-    started = time.monotonic()
     await asyncio.gather(*(worker() for _ in range(tasks)))
-    return latencies, unconfirmed, time.monotonic() - started
+    return cycles, unconfirmed
 
 
-async def measure_costs(
-    topology: str, rounds: int = COST_ROUNDS, seconds: float = 2.0
-) -> list[Cost]:
+_counter = iter(range(1_000_000_000))
+
+
+async def measure_costs(topology: str, slices: int = COST_SLICES) -> list[Cost]:
     """The four variants (auto-pipelined or not, WAIT or not) on one deployment, taking
-    turns for ``rounds`` rounds so background load hits all alike; medians of the rounds."""
-    samples: dict[tuple[bool, int], list[tuple[float, float, float, float, int]]] = {}
+    turns in short slices, the order rotating, so background load hits all alike."""
+    variants = [(pipelined, replicas) for pipelined in (True, False) for replicas in (0, 1)]
+    busy: dict[tuple[bool, int], list[float]] = {v: [] for v in variants}
+    alone: dict[tuple[bool, int], list[float]] = {v: [] for v in variants}
+    counts: dict[tuple[bool, int], list[int]] = {v: [0, 0, 0] for v in variants}
     with Deployment(topology) as deployment:
         client = deployment.client()
+        stores: dict[tuple[bool, int], LeaseStore] = {}
         try:
-            for _ in range(rounds):
-                for pipelined in (True, False):
-                    for replicas in (0, 1):
-                        kind = PipelinedLeaseStore if pipelined else LeaseStore
-                        store = kind(
-                            client, replicas=replicas, replica_timeout_ms=REPLICA_TIMEOUT_MS
-                        )
-                        await _cycles(store, 0.2, 8)  # scripts loaded on every node
-                        alone, _, _ = await _cycles(store, 0.5, 1)
-                        latencies, unconfirmed, elapsed = await _cycles(store, seconds, 64)
-                        if isinstance(store, PipelinedLeaseStore):
-                            await store.aclose()
-                        latencies.sort()
-                        samples.setdefault((pipelined, replicas), []).append(
-                            (
-                                len(latencies) / elapsed,
-                                statistics.median(latencies) * 1000,
-                                latencies[int(len(latencies) * 0.99) - 1] * 1000,
-                                statistics.median(alone) * 1000,
-                                unconfirmed,
-                            )
-                        )
+            for pipelined, replicas in variants:
+                kind = PipelinedLeaseStore if pipelined else LeaseStore
+                store = kind(client, replicas=replicas, replica_timeout_ms=REPLICA_TIMEOUT_MS)
+                await _cycles(store, 0.2, 8, [])  # scripts loaded on every node
+                stores[(pipelined, replicas)] = store
+            for i in range(slices):
+                for variant in variants[i % 4 :] + variants[: i % 4]:
+                    started = time.monotonic()
+                    cycles, unconfirmed = await _cycles(stores[variant], 0.2, 64, busy[variant])
+                    counts[variant][0] += cycles
+                    counts[variant][1] += unconfirmed
+                    counts[variant][2] += int((time.monotonic() - started) * 1e6)
+                    await _cycles(stores[variant], 0.05, 1, alone[variant])
         finally:
+            for store in stores.values():
+                if isinstance(store, PipelinedLeaseStore):
+                    await store.aclose()
             await deployment.close_client(client)
-    return [
-        Cost(
-            topology=topology,
-            replicas=replicas,
-            pipelined=pipelined,
-            cycles_per_s=statistics.median(s[0] for s in runs),
-            p50_ms=statistics.median(s[1] for s in runs),
-            p99_ms=statistics.median(s[2] for s in runs),
-            alone_p50_ms=statistics.median(s[3] for s in runs),
-            unconfirmed=sum(s[4] for s in runs),
+    costs = []
+    for (pipelined, replicas), latencies in busy.items():
+        latencies.sort()
+        cycles, unconfirmed, micros = counts[(pipelined, replicas)]
+        costs.append(
+            Cost(
+                topology=topology,
+                replicas=replicas,
+                pipelined=pipelined,
+                cycles_per_s=cycles / (micros / 1e6),
+                p50_ms=statistics.median(latencies) * 1000,
+                p99_ms=latencies[int(len(latencies) * 0.99) - 1] * 1000,
+                alone_p50_ms=statistics.median(alone[(pipelined, replicas)]) * 1000,
+                unconfirmed=unconfirmed,
+            )
         )
-        for (pipelined, replicas), runs in samples.items()
-    ]
+    return costs
 
 
 # -- the report ------------------------------------------------------------------------------------
@@ -687,15 +690,16 @@ def _markdown(runs: int, rows: list[str], cost_rows: list[str]) -> str:
             "",
             "### The option's cost (no failover)",
             "",
-            "64 concurrent tasks run claim + complete cycles for 2 s through the store the"
+            "64 concurrent tasks run claim + complete cycles through the store the"
             " middleware uses (auto-pipelined: on a Cluster one batcher per primary) and"
             " through the plain `LeaseStore` (one redis-py call per operation); with"
             f" `replicas=1, replica_timeout_ms={REPLICA_TIMEOUT_MS}` a completion is followed"
             " by `WAIT 1 100` on the same connection, once per batch when pipelined. Latency"
             " is one cycle (two round trips); *alone* is the median cycle of one client by"
-            " itself for 0.5 s, what the wait adds to one request. The four variants take"
-            f" turns on one deployment, {COST_ROUNDS} rounds; medians (unconfirmed: summed)."
-            " The machine is shared: differences of 10-20 % in cycles/s are noise.",
+            " itself, what the wait adds to one request. The four variants take turns on one"
+            f" deployment in {COST_SLICES} slices of 0.2 s each (plus 0.05 s alone), the order"
+            " rotating, so load from other processes hits them alike; the machine is shared,"
+            " and differences of 10-20 % in cycles/s are still noise.",
             "",
             "| topology | store | cycles/s, off | cycles/s, WAIT 1 | ratio | p50 / p99 ms, off "
             "| p50 / p99 ms, WAIT 1 | alone p50 ms, off / WAIT 1 | unconfirmed |",
