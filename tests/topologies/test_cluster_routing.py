@@ -14,6 +14,7 @@ import redis
 from redis.crc import key_slot
 
 from idemkit.lease import CLAIMED, COMPLETED, Completion, LeaseStore, SyncLeaseStore
+from idemkit.lock import FencedLock, SyncFencedLock
 from idemkit.middleware import as_lease_store
 from idemkit.pipeline import ClusterAutoPipeline, PipelinedLeaseStore, _NodePipeline, can_pipeline
 from idemkit.testing import RedisCluster, RedisServer
@@ -125,3 +126,23 @@ async def test_a_slot_being_migrated_is_followed_with_asking(
     assert _ask(target, "EXISTS", key) == 1
     replay = await _call(store.claim(key, b"fp", 5_000, 60_000))
     assert replay.outcome == COMPLETED and replay.result == b"result"
+
+
+async def test_the_eviction_checks_ask_every_primary(
+    aredis: Any, sync_redis: Any, redis_cluster: RedisCluster
+) -> None:
+    """One evicting primary is one too many: CONFIG GET goes to every primary, not to the
+    one node a Cluster client would pick for a keyless command."""
+    assert await LeaseStore(aredis).eviction_policy() is None
+    await aredis.initialize()
+    defaults = {int(aredis.get_default_node().port), int(sync_redis.get_default_node().port)}
+    # A primary neither client would ask a keyless command.
+    evicting = next(p for p in redis_cluster.primaries() if p.port not in defaults)
+    _ask(evicting, "CONFIG", "SET", "maxmemory-policy", "volatile-lru")
+    try:
+        assert await LeaseStore(aredis).eviction_policy() == "volatile-lru"
+        assert SyncLeaseStore(sync_redis).eviction_policy() == "volatile-lru"
+        assert "volatile-lru" in (await FencedLock(aredis, "x").check_server() or "")
+        assert "volatile-lru" in (SyncFencedLock(sync_redis, "x").check_server() or "")
+    finally:
+        _ask(evicting, "CONFIG", "SET", "maxmemory-policy", "noeviction")
