@@ -57,7 +57,7 @@ postgres:
 fault-table: $(STAMP) redis-server
 	$(PY) -m tests.idemkit.fault_matrix --write README.md
 
-## bench: all benchmarks; writes docs/BENCHMARKS.md.
+## bench: all benchmarks; writes docs/BENCHMARKS.md (`$(PY) -m bench failover` for one).
 bench: $(STAMP) redis-server
 	$(PY) -m bench
 
@@ -73,9 +73,11 @@ loadtest: $(STAMP) redis-server postgres
 		$(if $(LOCUSTFILE),--locustfile '$(LOCUSTFILE)',) \
 		$(if $(DATABASE),--database '$(DATABASE)',)
 
-## soak: the long versions of the fault and load tests.
+## soak: the long versions of the fault and load tests (the failover matrix among them), then
+## the idempotency and lock suites on every topology (single Redis, Cluster, Sentinel).
 soak: $(STAMP) redis-server postgres
 	$(VENV)/bin/pytest -q -p no:cacheprovider --soak -m soak
+	$(VENV)/bin/pytest -q -p no:cacheprovider --topology=all tests/idemkit tests/locks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -9,7 +9,9 @@ Every public error derives from :class:`IdemkitError`::
     ├── InvalidKeyError (ValueError)         an Idempotency-Key that breaks the syntax rules
     ├── CodecError (ValueError)              stored bytes that are corrupt or of another version
     ├── StoreUnavailableError                Redis could not be reached or answered with an error
-    │   └── EvictingStoreError               Redis may evict records (maxmemory-policy)
+    │   ├── EvictingStoreError               Redis may evict records (maxmemory-policy)
+    │   └── ReplicationTimeoutError          a write was applied, but too few replicas
+    │                                        confirmed it in time (WAIT / WAITAOF)
     ├── CallerIdentityError                  the caller of a keyed request cannot be identified
     ├── IdempotencyError                     outcomes of the decorator for plain functions
     │   ├── RequestInFlightError             the same key is still being executed elsewhere
@@ -44,6 +46,7 @@ __all__ = [
     "LockNotHeldError",
     "LockTimeoutError",
     "LockUsageError",
+    "ReplicationTimeoutError",
     "RequestInFlightError",
     "ResultNotStoredError",
     "StaleTokenError",
@@ -75,6 +78,18 @@ class EvictingStoreError(StoreUnavailableError):
     """Redis runs with a ``maxmemory-policy`` that may evict idempotency records, so a
     completed key could run again; idemkit refuses to promise idempotency on it. Configure
     ``maxmemory-policy noeviction``, or pass ``evicting_store="warn"`` to accept the risk."""
+
+
+class ReplicationTimeoutError(StoreUnavailableError):
+    """A write reached the primary, but fewer than the required replicas acknowledged it
+    within the timeout (``WAIT``/``WAITAOF``): a failover now could lose it. The write is not
+    undone; repeating the operation is safe (the lease scripts are idempotent for their
+    holder) and waits again. ``acked`` is how many replicas did confirm."""
+
+    def __init__(self, message: str, *, acked: int = 0, required: int = 0) -> None:
+        super().__init__(message)
+        self.acked = acked
+        self.required = required
 
 
 class CallerIdentityError(IdemkitError):

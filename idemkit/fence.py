@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from idemkit.errors import ConfigurationError, StaleTokenError, StoreUnavailableError
 from idemkit.lease import load_script
 from idemkit.lock import check_name
+from idemkit.replication import SyncWaitingScript, WaitingScript, replica_ack
 
 __all__ = ["FENCE_FIELD", "Fence", "SyncFence"]
 
@@ -72,14 +73,33 @@ ClientT = TypeVar("ClientT")
 
 
 class _Base(Generic[ClientT]):
-    def __init__(self, client: ClientT, *, prefix: str = DEFAULT_FENCE_PREFIX) -> None:
+    """``replicas=n`` makes writes and reads (which record their token) wait for ``n``
+    replicas in the same round trip (see :mod:`idemkit.replication`), so a failover of the
+    resource's Redis cannot forget the newest token a writer was told it holds."""
+
+    def __init__(
+        self,
+        client: ClientT,
+        *,
+        prefix: str = DEFAULT_FENCE_PREFIX,
+        replicas: int = 0,
+        replica_timeout_ms: int = 100,
+        replica_aof: bool = False,
+    ) -> None:
         if not prefix or "{" in prefix or "}" in prefix:
             raise ConfigurationError(f"prefix must be non-empty and without braces, got {prefix!r}")
         self.client = client
         self.prefix = prefix
-        register = client.register_script  # type: ignore[attr-defined]
-        self._write = register(load_script("fence_write"))
-        self._read = register(load_script("fence_read"))
+        self.replica_ack = replica_ack(replicas, replica_timeout_ms, replica_aof)
+        self._write = self._script(load_script("fence_write"))
+        self._read = self._script(load_script("fence_read"))
+
+    def _script(self, source: str) -> Any:
+        if self.replica_ack is None:
+            return self.client.register_script(source)  # type: ignore[attr-defined]
+        if isinstance(self.client, redis.Redis | redis.RedisCluster):
+            return SyncWaitingScript(self.client, source, self.replica_ack)
+        return WaitingScript(self.client, source, self.replica_ack)  # type: ignore[arg-type]
 
     def key(self, resource: str) -> str:
         """Redis key of the hash that holds ``resource`` and its newest token."""

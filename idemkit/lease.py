@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from idemkit.errors import ConfigurationError, StoreUnavailableError
+from idemkit.replication import ReplicaAck, SyncWaitingScript, WaitingScript, replica_ack
 
 __all__ = [
     "BUSY",
@@ -34,6 +35,8 @@ __all__ = [
     "Completion",
     "LeaseStore",
     "SyncLeaseStore",
+    "config_reply",
+    "config_targets",
     "evicting_policy",
     "load_script",
 ]
@@ -136,7 +139,17 @@ def evicting_policy(config: Any) -> str | None:
     return policy
 
 
-def _config_reply(config: Any) -> Any:
+def config_targets(client: object) -> dict[str, Any]:
+    """Keyword arguments that send ``CONFIG GET`` to every primary of a Cluster client (one
+    evicting primary is one too many); none for other clients."""
+    if isinstance(client, redis.RedisCluster | aioredis.RedisCluster):
+        return {"target_nodes": client.PRIMARIES}
+    return {}
+
+
+def config_reply(config: Any) -> Any:
+    """The reply of one node to a ``CONFIG GET``: the first evicting one of a Cluster's
+    per-node replies (see :func:`config_targets`), else the reply as is."""
     # A Cluster client answers per node: any evicting node is one too many.
     if isinstance(config, dict) and config and all(isinstance(v, dict) for v in config.values()):
         for node_config in config.values():
@@ -147,21 +160,50 @@ def _config_reply(config: Any) -> Any:
 
 
 class _Base(Generic[ClientT]):
-    def __init__(self, client: ClientT, *, prefix: str = DEFAULT_PREFIX, time_floor: bool = True):
+    """``replicas=n`` (with ``replica_timeout_ms``, ``replica_aof``) makes completions, lock
+    grants and lease renewals wait for ``n`` replicas (``WAIT``, or ``WAITAOF`` with
+    ``replica_aof=True``) in the same round trip before they are acknowledged; fewer in time
+    raise :class:`~idemkit.errors.ReplicationTimeoutError` (see :mod:`idemkit.replication`).
+    Idempotency claims and releases never wait: losing one in a failover costs a retry, not
+    a duplicate."""
+
+    def __init__(
+        self,
+        client: ClientT,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        time_floor: bool = True,
+        replicas: int = 0,
+        replica_timeout_ms: int = 100,
+        replica_aof: bool = False,
+    ):
         if not prefix or "{" in prefix or "}" in prefix:
             raise ConfigurationError(f"prefix must be non-empty and without braces, got {prefix!r}")
         self.client = client
         self.prefix = prefix
         self._floor = b"1" if time_floor else b"0"
-        self._claim = self._script(load_script("lease_claim"))
-        self._renew = self._script(load_script("lease_renew"))
-        self._complete = self._script(load_script("lease_complete"))
+        self.replica_ack = replica_ack(replicas, replica_timeout_ms, replica_aof)
+        claim, renew = load_script("lease_claim"), load_script("lease_renew")
+        complete = load_script("lease_complete")
+        self._claim = self._script(claim)
+        self._renew = self._script(renew, self.replica_ack)
+        self._complete = self._script(complete, self.replica_ack)
         self._release = self._script(load_script("lease_release"))
+        # Owner-mode claims grant locks: they wait for replicas, plain claims do not.
+        self._claim_owned = (
+            self._claim if self.replica_ack is None else self._script(claim, self.replica_ack)
+        )
 
-    def _script(self, source: str) -> Any:
-        """How a script is run: the client's registered script (EVALSHA, loaded on first use).
-        Subclasses change the transport here, e.g. auto-pipelining (idemkit/pipeline.py)."""
+    def _script(self, source: str, ack: ReplicaAck | None = None) -> Any:
+        """How a script is run: the client's registered script (EVALSHA, loaded on first use),
+        followed by a wait for replicas when ``ack`` is given. Subclasses change the transport
+        here, e.g. auto-pipelining (idemkit/pipeline.py)."""
+        if ack is not None:
+            return self._waiting_script(source, ack)
         return self.client.register_script(source)  # type: ignore[attr-defined]
+
+    def _waiting_script(self, source: str, ack: ReplicaAck) -> Any:
+        raise NotImplementedError
 
     def record_key(self, name: str) -> str:
         """Redis key of the record called ``name``; the braces make it one Cluster slot."""
@@ -169,16 +211,20 @@ class _Base(Generic[ClientT]):
 
 
 class LeaseStore(_Base[aioredis.Redis | aioredis.RedisCluster]):
-    """Fenced leases on ``redis.asyncio`` (a ``Redis`` or ``RedisCluster`` client)."""
+    """Fenced leases on ``redis.asyncio`` (a ``Redis``, ``RedisCluster`` or Sentinel-managed
+    client)."""
+
+    def _waiting_script(self, source: str, ack: ReplicaAck) -> Any:
+        return WaitingScript(self.client, source, ack)
 
     async def eviction_policy(self) -> str | None:
         """The server's evicting ``maxmemory-policy``, None if it keeps every record (or if
         ``CONFIG GET`` is not allowed, as on some managed services: nothing to check)."""
         try:
-            config = await self.client.config_get("maxmemory-policy")
+            config = await self.client.config_get("maxmemory-policy", **config_targets(self.client))
         except (RedisError, OSError, AttributeError, NotImplementedError):
             return None
-        return evicting_policy(_config_reply(config))
+        return evicting_policy(config_reply(config))
 
     async def claim(self, key: str, fingerprint: bytes | str, lease_ms: int, ttl_ms: int) -> Claim:
         _check_times(lease_ms, ttl_ms)
@@ -218,7 +264,7 @@ class LeaseStore(_Base[aioredis.Redis | aioredis.RedisCluster]):
         """
         args = _owned_args(keys, owner, lease_ms, ttl_ms, self._floor)
         try:
-            reply = await self._claim(keys=list(keys), args=args)
+            reply = await self._claim_owned(keys=list(keys), args=args)
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"Redis claim failed: {exc}") from exc
         return _parse_claim(reply)
@@ -239,13 +285,16 @@ class LeaseStore(_Base[aioredis.Redis | aioredis.RedisCluster]):
 class SyncLeaseStore(_Base[redis.Redis | redis.RedisCluster]):
     """Fenced leases on the blocking ``redis`` client, for sync callers."""
 
+    def _waiting_script(self, source: str, ack: ReplicaAck) -> Any:
+        return SyncWaitingScript(self.client, source, ack)
+
     def eviction_policy(self) -> str | None:
         """See :meth:`LeaseStore.eviction_policy`."""
         try:
-            config = self.client.config_get("maxmemory-policy")
+            config = self.client.config_get("maxmemory-policy", **config_targets(self.client))
         except (RedisError, OSError, AttributeError, NotImplementedError):
             return None
-        return evicting_policy(_config_reply(config))
+        return evicting_policy(config_reply(config))
 
     def claim(self, key: str, fingerprint: bytes | str, lease_ms: int, ttl_ms: int) -> Claim:
         _check_times(lease_ms, ttl_ms)
@@ -283,7 +332,7 @@ class SyncLeaseStore(_Base[redis.Redis | redis.RedisCluster]):
         """
         args = _owned_args(keys, owner, lease_ms, ttl_ms, self._floor)
         try:
-            reply = self._claim(keys=list(keys), args=args)
+            reply = self._claim_owned(keys=list(keys), args=args)
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"Redis claim failed: {exc}") from exc
         return _parse_claim(reply)

@@ -43,7 +43,14 @@ from idemkit.errors import (
     LockUsageError,
     StoreUnavailableError,
 )
-from idemkit.lease import CLAIMED, Claim, LeaseStore, SyncLeaseStore
+from idemkit.lease import (
+    CLAIMED,
+    Claim,
+    LeaseStore,
+    SyncLeaseStore,
+    config_reply,
+    config_targets,
+)
 from idemkit.observe import Observer, Stopwatch, emit
 
 __all__ = [
@@ -340,6 +347,11 @@ class FencedLock(_Handle[LeaseStore, asyncio.Event]):
     releases on exit (one round trip). ``watchdog=True`` renews the lease every third of it
     while held; a failed renewal sets :attr:`lost_event`, calls ``on_lost`` and makes
     :attr:`token` raise :class:`LeaseLostError`.
+
+    ``replicas=n`` makes every grant and extension wait (``WAIT``, ``replica_timeout_ms``)
+    until ``n`` replicas have it, so a failover cannot hand the lock to a second holder; a
+    grant too few replicas confirmed is retried until the acquire's timeout, then raises
+    :class:`~idemkit.errors.ReplicationTimeoutError` (see :mod:`idemkit.replication`).
     """
 
     def __init__(
@@ -355,9 +367,19 @@ class FencedLock(_Handle[LeaseStore, asyncio.Event]):
         prefix: str | None = None,
         time_floor: bool = True,
         observer: Observer | None = None,
+        replicas: int = 0,
+        replica_timeout_ms: int = 100,
+        replica_aof: bool = False,
         _slots: int = 1,
     ) -> None:
-        store = LeaseStore(client, prefix=prefix or self._default_prefix, time_floor=time_floor)
+        store = LeaseStore(
+            client,
+            prefix=prefix or self._default_prefix,
+            time_floor=time_floor,
+            replicas=replicas,
+            replica_timeout_ms=replica_timeout_ms,
+            replica_aof=replica_aof,
+        )
         super().__init__(
             store,
             name,
@@ -615,10 +637,10 @@ class FencedLock(_Handle[LeaseStore, asyncio.Event]):
         One ``CONFIG GET``; returns None when CONFIG is not allowed (managed Redis).
         """
         try:
-            config = await self.client.config_get("maxmemory-policy")
+            config = await self.client.config_get("maxmemory-policy", **config_targets(self.client))
         except (RedisError, OSError):
             return None
-        warning = eviction_warning(dict(config))
+        warning = eviction_warning(dict(config_reply(config)))
         if warning:
             log.warning("idemkit: %s", warning)
         return warning
@@ -660,9 +682,19 @@ class SyncFencedLock(_Handle[SyncLeaseStore, threading.Event]):
         prefix: str | None = None,
         time_floor: bool = True,
         observer: Observer | None = None,
+        replicas: int = 0,
+        replica_timeout_ms: int = 100,
+        replica_aof: bool = False,
         _slots: int = 1,
     ) -> None:
-        store = SyncLeaseStore(client, prefix=prefix or self._default_prefix, time_floor=time_floor)
+        store = SyncLeaseStore(
+            client,
+            prefix=prefix or self._default_prefix,
+            time_floor=time_floor,
+            replicas=replicas,
+            replica_timeout_ms=replica_timeout_ms,
+            replica_aof=replica_aof,
+        )
         super().__init__(
             store,
             name,
@@ -794,10 +826,10 @@ class SyncFencedLock(_Handle[SyncLeaseStore, threading.Event]):
     def check_server(self) -> str | None:
         """See :meth:`FencedLock.check_server`."""
         try:
-            config = self.client.config_get("maxmemory-policy")
+            config = self.client.config_get("maxmemory-policy", **config_targets(self.client))
         except (RedisError, OSError):
             return None
-        warning = eviction_warning(dict(config))
+        warning = eviction_warning(dict(config_reply(config)))
         if warning:
             log.warning("idemkit: %s", warning)
         return warning

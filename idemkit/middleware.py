@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable
-from typing import Unpack, cast
+from typing import Unpack
 
 import redis.asyncio as aioredis
 
@@ -26,14 +26,33 @@ from idemkit.policy import IdempotencyPolicy, PolicyOptions
 __all__ = ["Coverage", "IdempotencyMiddleware", "as_lease_store"]
 
 
-def as_lease_store(store: LeaseStore | aioredis.Redis | aioredis.RedisCluster) -> LeaseStore:
+def as_lease_store(
+    store: LeaseStore | aioredis.Redis | aioredis.RedisCluster,
+    *,
+    replicas: int = 0,
+    replica_timeout_ms: int = 100,
+    replica_aof: bool = False,
+) -> LeaseStore:
+    """The lease store for a ``store=`` option: a :class:`LeaseStore` as given, else one on
+    the ``redis.asyncio`` client (plain, Sentinel-managed or ``RedisCluster``), auto-pipelined
+    where the client has real connections. ``replicas`` and the other options make
+    completions wait for replica acknowledgement (see :mod:`idemkit.replication`)."""
     if isinstance(store, LeaseStore):
+        if replicas:
+            raise ConfigurationError(
+                "replicas= applies to a client; a LeaseStore carries its own replicas option"
+            )
         return store
-    if can_pipeline(store):
-        # Scripts of concurrent requests share writes and reads (see idemkit/pipeline.py).
-        return PipelinedLeaseStore(cast(aioredis.Redis, store))
     if isinstance(store, aioredis.Redis | aioredis.RedisCluster):
-        return LeaseStore(store)
+        # Scripts of concurrent requests share writes and reads (see idemkit/pipeline.py),
+        # per primary on a Cluster.
+        kind = PipelinedLeaseStore if can_pipeline(store) else LeaseStore
+        return kind(
+            store,
+            replicas=replicas,
+            replica_timeout_ms=replica_timeout_ms,
+            replica_aof=replica_aof,
+        )
     raise ConfigurationError(
         f"store must be a redis.asyncio client or an idemkit.LeaseStore, got {type(store).__name__}"
     )

@@ -52,6 +52,9 @@ class FencedSemaphore(FencedLock):
         prefix: str | None = None,
         time_floor: bool = True,
         observer: Observer | None = None,
+        replicas: int = 0,
+        replica_timeout_ms: int = 100,
+        replica_aof: bool = False,
     ) -> None:
         super().__init__(
             client,
@@ -64,6 +67,9 @@ class FencedSemaphore(FencedLock):
             observer=observer,
             prefix=prefix,
             time_floor=time_floor,
+            replicas=replicas,
+            replica_timeout_ms=replica_timeout_ms,
+            replica_aof=replica_aof,
             _slots=_check_limit(limit),
         )
         self.limit = limit
@@ -95,6 +101,9 @@ class SyncFencedSemaphore(SyncFencedLock):
         prefix: str | None = None,
         time_floor: bool = True,
         observer: Observer | None = None,
+        replicas: int = 0,
+        replica_timeout_ms: int = 100,
+        replica_aof: bool = False,
     ) -> None:
         super().__init__(
             client,
@@ -107,6 +116,9 @@ class SyncFencedSemaphore(SyncFencedLock):
             observer=observer,
             prefix=prefix,
             time_floor=time_floor,
+            replicas=replicas,
+            replica_timeout_ms=replica_timeout_ms,
+            replica_aof=replica_aof,
             _slots=_check_limit(limit),
         )
         self.limit = limit

@@ -84,7 +84,7 @@ class StreamConsumer(Generic[CtxT]):
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | redis.RedisCluster,
         stream: str,
         group: str,
         handler: Handler[CtxT],

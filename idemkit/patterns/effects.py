@@ -33,6 +33,7 @@ from typing import Any, Final, Literal, Protocol, TypeVar, cast
 
 import redis
 from redis.client import Pipeline
+from redis.cluster import ClusterPipeline
 from redis.exceptions import RedisError, WatchError
 
 from idemkit.codec import pack_result, unpack_result
@@ -98,7 +99,11 @@ class RedisEffect:
     """
 
     def __init__(
-        self, client: redis.Redis, *, prefix: str = "idemkit:applied:", ttl_s: int = DEFAULT_TTL_S
+        self,
+        client: redis.Redis | redis.RedisCluster,
+        *,
+        prefix: str = "idemkit:applied:",
+        ttl_s: int = DEFAULT_TTL_S,
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -113,14 +118,14 @@ class RedisEffect:
             with self.client.pipeline(transaction=True) as pipe:
                 while True:
                     try:
-                        pipe.watch(marker)  # type: ignore[no-untyped-call]
+                        pipe.watch(marker)
                         stored = pipe.get(marker)
                         if stored is not None:
                             value = unpack_result(cast(bytes, stored), _RESULTS, dedup_id)
                             return Applied("duplicate", value)
                         pipe.multi()
                         result = call(pipe)
-                        if isinstance(result, Pipeline):
+                        if isinstance(result, Pipeline | ClusterPipeline):
                             result = None  # a handler ending in `return pipe.incr(...)`
                         pipe.set(marker, pack_result(result, _RESULTS)[0], ex=self.ttl_s)
                         pipe.execute()
@@ -194,7 +199,7 @@ class LeasedEffect:
 
     def __init__(
         self,
-        store: SyncLeaseStore | redis.Redis,
+        store: SyncLeaseStore | redis.Redis | redis.RedisCluster,
         *,
         namespace: str = "effect",
         lease_ms: int = 60_000,

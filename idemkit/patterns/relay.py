@@ -94,7 +94,7 @@ class Relay:
     def __init__(
         self,
         connect: Callable[[], Any],
-        client: redis.Redis,
+        client: redis.Redis | redis.RedisCluster,
         *,
         table: str = DEFAULT_TABLE,
         batch_size: int = 100,

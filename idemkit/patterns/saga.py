@@ -190,7 +190,7 @@ class SagaOrchestrator:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | aioredis.RedisCluster,
         sagas: Iterable[Saga],
         *,
         saga_log: SagaLog | None = None,

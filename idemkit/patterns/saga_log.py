@@ -109,7 +109,7 @@ class RedisSagaLog:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | aioredis.RedisCluster,
         *,
         prefix: str = DEFAULT_SAGA_PREFIX,
         retention_ms: int = 7 * 24 * 3600 * 1000,

@@ -30,6 +30,9 @@ from idemkit.errors import (
 )
 from idemkit.testing import free_port
 
+# Every test here runs on single Redis, Cluster and Sentinel (see tests/conftest.py).
+pytestmark = pytest.mark.topologies
+
 
 @dataclasses.dataclass(frozen=True)
 class Receipt:

@@ -13,6 +13,9 @@ import redis.asyncio as aioredis
 
 from tests.idemkit.shop import MODES, Shop, client, post_scope
 
+# Every test here runs on single Redis, Cluster and Sentinel (see tests/conftest.py).
+pytestmark = pytest.mark.topologies
+
 KEY = {"Idempotency-Key": "8e03978e-40d5-43e8-bc93-6894a57f9324"}
 
 

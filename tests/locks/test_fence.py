@@ -16,6 +16,9 @@ from idemkit.fence import Fence, SyncFence
 from idemkit.lock import FencedLock
 from idemkit.sql_fence import ParamStyle, fenced_update, fenced_upsert, fenced_upsert_sql
 
+# Every test here runs on single Redis, Cluster and Sentinel (see tests/conftest.py).
+pytestmark = pytest.mark.topologies
+
 
 async def test_stale_write_is_refused_and_nothing_is_written(aredis: aioredis.Redis) -> None:
     fence = Fence(aredis)

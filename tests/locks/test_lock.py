@@ -21,6 +21,9 @@ from idemkit.errors import (
 )
 from idemkit.lock import FencedLock, SyncFencedLock
 
+# Every test here runs on single Redis, Cluster and Sentinel (see tests/conftest.py).
+pytestmark = pytest.mark.topologies
+
 
 async def test_acquire_returns_increasing_tokens(aredis: aioredis.Redis) -> None:
     lock = FencedLock(aredis, "orders", lease_ms=5_000)

@@ -15,6 +15,9 @@ from idemkit.lock import FencedLock
 from idemkit.semaphore import FencedSemaphore, SyncFencedSemaphore
 from idemkit.testing import RedisCluster
 
+# Every test here runs on single Redis, Cluster and Sentinel (see tests/conftest.py).
+pytestmark = pytest.mark.topologies
+
 
 async def test_limit_holders_each_with_their_own_slot_and_token(aredis: aioredis.Redis) -> None:
     holders = [FencedSemaphore(aredis, "pool", 3) for _ in range(4)]
