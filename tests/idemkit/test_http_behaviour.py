@@ -301,7 +301,9 @@ async def test_lease_is_renewed_while_a_long_handler_runs(
     shop: Shop, aredis: aioredis.Redis
 ) -> None:
     shop.delay = 0.6
-    async with client(shop.app(store=aredis, lease=0.2)) as c:
+    # store_timeout well above the lease: this is about renewal, not a slow store (a loaded
+    # machine with a Cluster's first connections can take a second).
+    async with client(shop.app(store=aredis, lease=0.2, store_timeout=5.0)) as c:
         first = asyncio.create_task(c.post("/payments", content=b"x", headers=KEY))
         await asyncio.sleep(0.45)  # more than two leases: only renewal keeps the key busy
         problem(await c.post("/payments", content=b"x", headers=KEY), 409)
