@@ -214,8 +214,6 @@ class _Handle(Generic[StoreT, EventT]):
         if self._lost is not None:
             raise LeaseLostError(str(self._lost), token=self._token)
         if time.monotonic() >= self._valid_until:
-            # A watchdog renewal answered after this moment does not bring the grant back
-            # (see _renewal_answered), so every caller is told the same thing.
             raise LeaseLostError(
                 f"the lease on {self._what} {self.name!r} (token {self._token}) ran out without "
                 "renewal; another holder may have a newer token",
@@ -292,8 +290,8 @@ class _Handle(Generic[StoreT, EventT]):
         """Apply a watchdog renewal's answer; False when the watchdog must stop."""
         if self._token != token or self._lost is not None:
             return False
-        if ok and time.monotonic() >= self._valid_until:
-            ok = False  # confirmed too late: the holder may already have been told it is gone
+        # A renewal confirmed after the local lease ran out still holds: Redis renews only the
+        # newest token, so nobody else was granted the lock in between.
         if not ok:
             self._mark_lost(
                 f"{self._what} {self.name!r} was lost (token {token}): the watchdog could "

@@ -94,9 +94,9 @@ async def test_extend_keeps_the_lock(aredis: aioredis.Redis) -> None:
 
 async def test_watchdog_renews_and_reports_loss(aredis: aioredis.Redis) -> None:
     seen: list[LeaseLostError] = []
-    lock = FencedLock(aredis, "w", lease_ms=150, watchdog=True, on_lost=seen.append)
+    lock = FencedLock(aredis, "w", lease_ms=400, watchdog=True, on_lost=seen.append)
     token = await lock.acquire()
-    await asyncio.sleep(0.4)  # well past the lease: only renewals keep it
+    await asyncio.sleep(1.0)  # well past the lease: only renewals keep it
     assert lock.held and lock.token == token
     # Someone force-expires the lease and takes the lock: the next renewal finds a newer token.
     await aredis.hset(lock.keys[0], "e", "0")
